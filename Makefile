@@ -1,0 +1,26 @@
+# One-command setup, tests and demo. Everything installs into .venv from requirements.txt.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
+DEMO_DIR ?= demo_out
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+test: setup
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n 2 tests
+
+demo: setup
+	$(PY) -m data.synthetic --out_dir $(DEMO_DIR)/raw --num_patients 40 --seed 0
+	$(PY) -m data.preprocess --dataset synthetic --raw_dir $(DEMO_DIR)/raw --out_dir $(DEMO_DIR)/preprocessed
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR)
