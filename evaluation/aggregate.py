@@ -1,0 +1,216 @@
+"""Aggregate evaluation summaries of several runs into paper-style tables (Markdown and CSV).
+
+Each run is a training workdir holding ``config.json`` and an evaluation folder (default
+``eval_test/summary.json``, written by ``evaluate.py``). Runs are grouped into *settings* by
+(method, dataset, number of labeled volumes); the label combinations c1..c5 and seeds of a setting
+are its repetitions. A cell is the mean ± population std over runs of each run's test score (the
+mean over test volumes of the mean foreground Dice), like Tables 1-2 of Chaitanya et al. 2020/2023.
+
+Usage:
+    python -m evaluation.aggregate --workdirs runs/a_c1,runs/a_c2,baseline=runs/b_c1 --out results
+    python -m evaluation.aggregate --out results runs/*      # workdirs as positional arguments
+
+A workdir may be prefixed with ``<method>=`` to name its method; otherwise the method is
+``config["method"]``, else ``config["stage"]``, else the name of the workdir's parent folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.atomic import atomic_write_text
+from data.errors import InputError
+from evaluation.metrics import METRIC_NAMES
+from evaluation.report import rows_to_csv
+
+
+@dataclass
+class Run:
+    """One evaluated workdir."""
+
+    workdir: str
+    method: str
+    dataset: str
+    no_of_tr_imgs: str
+    comb_tr_imgs: str
+    seed: Any
+    summary: dict[str, Any] = field(repr=False)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def load_run(spec: str, eval_name: str = "eval_test") -> Run:
+    """Read a run from ``[method=]workdir`` (or ``[method=]path/to/summary.json``).
+
+    Raises:
+        InputError: missing workdir, config or summary.
+    """
+    method = None
+    if "=" in spec:
+        method, spec = spec.split("=", 1)
+    path = Path(spec)
+    if path.is_file() and path.name == "summary.json":
+        summary_path, workdir = path, path.parent.parent
+    else:
+        if not path.is_dir():
+            raise InputError(f"--workdirs: {spec} is not a directory")
+        workdir = path
+        summary_path = path / eval_name / "summary.json"
+        if not summary_path.is_file():
+            raise InputError(f"--workdirs: {summary_path} not found (run evaluate.py on {spec} first)")
+    summary = _read_json(summary_path)
+    config = _read_json(workdir / "config.json") if (workdir / "config.json").is_file() else {}
+    method = method or config.get("method") or config.get("stage") or workdir.resolve().parent.name
+    return Run(
+        workdir=str(workdir), method=str(method),
+        dataset=str(summary.get("dataset") or config.get("dataset", "?")),
+        no_of_tr_imgs=str(config.get("no_of_tr_imgs", summary.get("no_of_tr_imgs", "?"))),
+        comb_tr_imgs=str(config.get("comb_tr_imgs", summary.get("comb_tr_imgs", "?"))),
+        seed=config.get("seed"), summary=summary)
+
+
+def _score(run: Run, metric: str, struct: str | None) -> float:
+    block = run.summary["overall"] if struct is None else run.summary["structures"].get(struct, {})
+    value = block.get(metric, {}).get("mean")
+    return float("nan") if value is None else float(value)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std()), int(v.size)
+
+
+def _fmt(mean: float, std: float, n: int, digits: int = 3) -> str:
+    if n == 0:
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
+
+
+def _tr_key(tr: str) -> tuple[int, str]:
+    return (int(tr), tr) if tr.isdigit() else (10**6, tr)
+
+
+def aggregate(runs: Sequence[Run]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Group runs into settings and compute mean ± std over runs.
+
+    Returns:
+        ``(setting_rows, run_rows)``: one row per (method, dataset, no_of_tr_imgs) with
+        ``<metric>_mean`` / ``<metric>_std`` overall and per structure, and one row per run.
+    """
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.method, run.dataset, run.no_of_tr_imgs)].append(run)
+    setting_rows, run_rows = [], []
+    for (method, dataset, tr), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0],
+                                                                                  _tr_key(kv[0][2]))):
+        structs = list(members[0].summary.get("structures", {}).keys())
+        row: dict[str, Any] = {"dataset": dataset, "method": method, "no_of_tr_imgs": tr,
+                               "n_runs": len(members),
+                               "runs": " ".join(f"c{m.comb_tr_imgs}/s{m.seed}" for m in members)}
+        for metric in METRIC_NAMES:
+            mean, std, _ = _mean_std([_score(m, metric, None) for m in members])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+        for struct in structs:
+            mean, std, _ = _mean_std([_score(m, "dice", struct) for m in members])
+            row[f"dice_{struct}_mean"], row[f"dice_{struct}_std"] = mean, std
+        setting_rows.append(row)
+        for m in members:
+            rr = {"dataset": dataset, "method": method, "no_of_tr_imgs": tr, "comb_tr_imgs": m.comb_tr_imgs,
+                  "seed": m.seed, "workdir": m.workdir}
+            rr.update({f"{metric}": _score(m, metric, None) for metric in METRIC_NAMES})
+            rr.update({f"dice_{s}": _score(m, "dice", s) for s in structs})
+            run_rows.append(rr)
+    return setting_rows, run_rows
+
+
+def markdown_tables(runs: Sequence[Run]) -> str:
+    """Paper-shaped Markdown: per dataset, rows = methods, columns = number of labeled volumes.
+
+    Cells: mean ± std over runs of the test mean foreground Dice (n = runs). A second table per dataset
+    gives the per-structure Dice and the surface metrics of each setting.
+    """
+    setting_rows, _ = aggregate(runs)
+    by_run = defaultdict(list)
+    for run in runs:
+        by_run[(run.dataset, run.method, run.no_of_tr_imgs)].append(run)
+    out = []
+    for dataset in sorted({r["dataset"] for r in setting_rows}):
+        rows = [r for r in setting_rows if r["dataset"] == dataset]
+        trs = sorted({r["no_of_tr_imgs"] for r in rows}, key=_tr_key)
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        out.append(f"## {dataset}: mean foreground Dice on the test volumes (mean ± std over runs)\n")
+        out.append("| method | " + " | ".join(f"{t} labeled" for t in trs) + " |")
+        out.append("|---|" + "---|" * len(trs))
+        for method in methods:
+            cells = []
+            for t in trs:
+                members = by_run.get((dataset, method, t), [])
+                cells.append(_fmt(*_mean_std([_score(m, "dice", None) for m in members])) if members else "")
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        structs = list(next(iter(by_run[(dataset, rows[0]["method"], rows[0]["no_of_tr_imgs"])]))
+                       .summary.get("structures", {}).keys())
+        out.append(f"\n### {dataset}: per structure Dice and surface distances\n")
+        head = ["method", "labeled"] + [f"Dice {s}" for s in structs] + ["HD95 (mm)", "ASSD (mm)", "HD95 (vox)"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for r in rows:
+            members = by_run[(dataset, r["method"], r["no_of_tr_imgs"])]
+            cells = [_fmt(*_mean_std([_score(m, "dice", s) for m in members])) for s in structs]
+            cells += [_fmt(*_mean_std([_score(m, k, None) for m in members]), digits=2)
+                      for k in ("hd95_mm", "assd_mm", "hd95_vox")]
+            out.append(f"| {r['method']} | {r['no_of_tr_imgs']} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_results(runs: Sequence[Run], out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write ``results.md``, ``results.csv`` (one row per setting) and ``runs.csv`` into ``out_dir``."""
+    setting_rows, run_rows = aggregate(runs)
+    paths = {name: os.path.join(out_dir, name) for name in ("results.md", "results.csv", "runs.csv")}
+    atomic_write_text(paths["results.md"], markdown_tables(runs))
+    atomic_write_text(paths["results.csv"], rows_to_csv(setting_rows))
+    atomic_write_text(paths["runs.csv"], rows_to_csv(run_rows))
+    return paths
+
+
+def main(argv: list[str]) -> None:
+    """CLI entry point (absl)."""
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    specs = list(FLAGS.workdirs) + list(argv[1:])  # positional workdirs too (shell globs)
+    if not specs:
+        raise InputError("--workdirs: give at least one evaluated workdir")
+    runs = [load_run(spec, FLAGS.eval_name) for spec in specs]
+    paths = write_results(runs, FLAGS.out)
+    print(markdown_tables(runs))
+    print("wrote " + ", ".join(paths.values()))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    from data.errors import run_main
+
+    flags.DEFINE_list("workdirs", [], "Evaluated workdirs, optionally prefixed '<method>='.")
+    flags.DEFINE_string("eval_name", "eval_test", "Evaluation folder inside each workdir.")
+    flags.DEFINE_string("out", "results", "Output folder for results.md / results.csv / runs.csv.")
+    app.run(run_main(main))

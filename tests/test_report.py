@@ -1,0 +1,164 @@
+"""Tests of evaluation.report, evaluation.aggregate and evaluation.plots (no TensorFlow)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.errors import InputError
+from evaluation import aggregate, plots, report
+from evaluation.metrics import VolumeMetrics
+
+NAN, INF = float("nan"), float("inf")
+STRUCTS = ("RV", "Myo", "LV")
+
+
+def _vm(dice, hd, assd=None, hdv=None):
+    hd = np.array([NAN] + list(hd))
+    return VolumeMetrics(dice=np.array([0.99] + list(dice)), hd95_mm=hd,
+                         assd_mm=np.array([NAN] + list(assd)) if assd else hd / 2,
+                         hd95_vox=np.array([NAN] + list(hdv)) if hdv else hd / 1.5)
+
+
+def _results():
+    return ["001", "002", "003"], [
+        _vm([0.8, 0.6, 0.9], [4.0, 6.0, 2.0]),
+        _vm([0.7, NAN, 0.5], [8.0, NAN, 3.0]),  # Myo absent from GT and prediction
+        _vm([0.0, 0.4, 0.6], [INF, 5.0, 1.0]),  # RV missed
+    ]
+
+
+def test_per_volume_rows_and_means():
+    ids, res = _results()
+    rows = report.per_volume_rows(ids, res, STRUCTS)
+    assert rows[0]["id"] == "001" and rows[0]["dice_RV"] == pytest.approx(0.8)
+    assert rows[0]["dice_mean"] == pytest.approx((0.8 + 0.6 + 0.9) / 3)
+    assert rows[1]["dice_mean"] == pytest.approx((0.7 + 0.5) / 2)  # NaN excluded
+    assert rows[2]["hd95_mm_mean"] == pytest.approx((5.0 + 1.0) / 2)  # inf excluded
+    text = report.rows_to_csv(rows)
+    parsed = list(csv.DictReader(text.splitlines()))
+    assert parsed[1]["dice_Myo"] == "nan" and parsed[2]["hd95_mm_RV"] == "inf"
+    assert float(parsed[0]["dice_LV"]) == pytest.approx(0.9)
+
+
+def test_summary_stats(tmp_path):
+    ids, res = _results()
+    summary = report.write_reports(tmp_path, ids, res, STRUCTS, extra={"dataset": "acdc", "split": "test"})
+    loaded = json.loads((tmp_path / "summary.json").read_text())  # strict JSON: no NaN tokens
+    assert "NaN" not in (tmp_path / "summary.json").read_text()
+    assert loaded == summary
+    rv = loaded["structures"]["RV"]
+    assert rv["dice"]["mean"] == pytest.approx(0.5)
+    assert rv["dice"]["std"] == pytest.approx(np.std([0.8, 0.7, 0.0]))
+    assert rv["hd95_mm"] == {"mean": pytest.approx(6.0), "std": pytest.approx(2.0), "n": 2, "n_inf": 1}
+    assert loaded["structures"]["Myo"]["dice"]["n"] == 2
+    vol_means = [np.mean([0.8, 0.6, 0.9]), np.mean([0.7, 0.5]), np.mean([0.0, 0.4, 0.6])]
+    assert loaded["overall"]["dice"]["mean"] == pytest.approx(np.mean(vol_means))
+    assert loaded["overall"]["dice"]["std"] == pytest.approx(np.std(vol_means))
+    assert loaded["n_volumes"] == 3 and loaded["dataset"] == "acdc"
+    assert (tmp_path / "per_volume.csv").read_text().startswith("id,dice_RV,dice_Myo,dice_LV,dice_mean,")
+    table = report.format_table(loaded)
+    assert "RV" in table and "(1 inf)" in table and "0.500 ± " in table
+    assert table.splitlines()[-2].startswith("mean")
+
+
+def test_summary_all_nan_structure():
+    res = [_vm([NAN, 0.5, 0.5], [NAN, 1.0, 1.0])]
+    s = report.summarize(["a"], res, STRUCTS)
+    assert s["structures"]["RV"]["dice"] == {"mean": None, "std": None, "n": 0, "n_inf": 0}
+    assert "n/a" in report.format_table(s)
+
+
+# ---------------------------------------------------------------- aggregate
+
+
+def _fake_run(root: Path, name, method, tr, comb, seed, dice_means):
+    wd = root / name
+    (wd / "eval_test").mkdir(parents=True)
+    (wd / "config.json").write_text(json.dumps(
+        {"stage": method, "dataset": "acdc", "no_of_tr_imgs": tr, "comb_tr_imgs": comb, "seed": seed}))
+    res = [_vm(d, [2.0, 3.0, 4.0]) for d in dice_means]
+    report.write_reports(wd / "eval_test", [str(i) for i in range(len(res))], res, STRUCTS,
+                         extra={"dataset": "acdc"})
+    return wd
+
+
+def test_aggregate_tables(tmp_path):
+    wds = [
+        _fake_run(tmp_path, "b1", "baseline", "tr1", "c1", 0, [[0.5, 0.5, 0.5]]),
+        _fake_run(tmp_path, "b2", "baseline", "tr1", "c2", 0, [[0.7, 0.7, 0.7]]),
+        _fake_run(tmp_path, "j1", "joint", "tr1", "c1", 0, [[0.8, 0.8, 0.8]]),
+        _fake_run(tmp_path, "j8", "joint", "tr8", "c1", 0, [[0.9, 0.9, 0.9], [0.7, 0.7, 0.7]]),
+    ]
+    runs = [aggregate.load_run(str(w)) for w in wds] + [aggregate.load_run(f"PLC={wds[2]}")]
+    settings, run_rows = aggregate.aggregate(runs)
+    by = {(r["method"], r["no_of_tr_imgs"]): r for r in settings}
+    assert by[("baseline", "tr1")]["dice_mean"] == pytest.approx(0.6)
+    assert by[("baseline", "tr1")]["dice_std"] == pytest.approx(0.1)
+    assert by[("baseline", "tr1")]["n_runs"] == 2
+    assert by[("joint", "tr8")]["dice_mean"] == pytest.approx(0.8)
+    assert by[("PLC", "tr1")]["dice_RV_mean"] == pytest.approx(0.8)
+    assert len(run_rows) == 5
+    md = aggregate.markdown_tables(runs)
+    assert "| baseline | 0.600 ± 0.100 (n=2) |  |" in md
+    assert "| joint | 0.800 ± 0.000 (n=1) | 0.800 ± 0.000 (n=1) |" in md
+    paths = aggregate.write_results(runs, tmp_path / "results")
+    rows = list(csv.DictReader(Path(paths["results.csv"]).read_text().splitlines()))
+    assert len(rows) == 4 and math.isclose(float(rows[0]["dice_mean"]), 0.8)
+
+
+def test_aggregate_errors(tmp_path):
+    with pytest.raises(InputError, match="not a directory"):
+        aggregate.load_run(str(tmp_path / "missing"))
+    (tmp_path / "w").mkdir()
+    with pytest.raises(InputError, match="evaluate.py"):
+        aggregate.load_run(str(tmp_path / "w"))
+
+
+def test_aggregate_cli(tmp_path):
+    w1 = _fake_run(tmp_path, "b1", "baseline", "tr1", "c1", 0, [[0.5, 0.5, 0.5]])
+    w2 = _fake_run(tmp_path, "b2", "baseline", "tr1", "c2", 1, [[0.7, 0.7, 0.7]])
+    out = tmp_path / "res"
+    proc = subprocess.run([sys.executable, "-m", "evaluation.aggregate", f"--workdirs={w1}", "--out", str(out),
+                           str(w2)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert "0.600 ± 0.100 (n=2)" in proc.stdout
+    assert (out / "results.md").is_file() and (out / "runs.csv").is_file()
+    bad = subprocess.run([sys.executable, "-m", "evaluation.aggregate", f"--workdirs={tmp_path}/nope"],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --workdirs")
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _is_png(path):
+    return Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots(tmp_path):
+    dice = np.array([[0.99, 0.8, 0.6, 0.9], [0.99, 0.7, NAN, 0.5]])
+    assert _is_png(plots.dice_boxplot(dice, STRUCTS, tmp_path / "box.png"))
+    rng = np.random.default_rng(0)
+    image = rng.random((6, 32, 32)).astype(np.float32)
+    gt = np.zeros((6, 32, 32), np.int16)
+    gt[2:5, 8:20, 8:20] = 2
+    assert plots.pick_slices(gt, 4) == [2, 3, 4]
+    assert plots.pick_slices(np.zeros((10, 2, 2)), 4) == [0, 3, 6, 9]
+    assert _is_png(plots.overlay_figure(image, gt, gt, 4, tmp_path / "ov.png", title="x"))
+    assert _is_png(plots.overlay_figure(image, None, gt, 4, tmp_path / "ov2.png"))
+    metrics_json = {"train": [{"step": s, "loss": 1.0 / s, "lr": 1e-3} for s in range(1, 5)],
+                    "val": [{"step": 2, "val_dice": 0.5}, {"step": 4, "val_dice": 0.6}]}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics_json))
+    m = plots.read_metrics(tmp_path / "metrics.json")
+    assert _is_png(plots.training_curves(m, tmp_path / "curves.png"))
+    assert plots.training_curves({"train": [], "val": []}, tmp_path / "none.png") is None
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(InputError, match="bad.json"):
+        plots.read_metrics(tmp_path / "bad.json")
