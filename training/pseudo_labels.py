@@ -1,0 +1,273 @@
+"""Pseudo-label generation for PLC self-training (ORIGINAL_SPEC §4.3 step 2).
+
+For every unlabeled volume (preprocessed geometry, target resolution, as 9.3.13):
+1. optional TTA agreement filter (:mod:`training.tta`): keep the volume only if the mean
+   foreground F1 between the predictions of two augmented copies exceeds ``f1_threshold``;
+2. softmax of the network (``predict_fn``, inference mode);
+3. label = argmax, or the dense-CRF refinement of the softmax (:mod:`training.crf`, parameters
+   ``cfg.crf_params``) when ``crf=True`` (the default of the port, as the originals);
+4. ``out_dir/<id>.nii.gz`` (int16, (H, W, D), same geometry as ``<data_dir>/<id>/image.nii.gz``)
+   and, last, ``out_dir/manifest.json``. Every file is written atomically.
+
+If every volume is rejected the manifest simply has an empty ``kept`` list (the originals crashed,
+9.3.10); the caller decides what to do.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from data.atomic import atomic_save_nifti, atomic_write_json
+from data.errors import InputError
+from training import crf as crf_lib
+from training import tta as tta_lib
+
+MANIFEST = "manifest.json"
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _volume_rng(seed: int, vid: str) -> np.random.Generator:
+    """Per-volume generator: independent of the order and number of volumes."""
+    return np.random.default_rng([int(seed), zlib.crc32(str(vid).encode("utf-8"))])
+
+
+def _predict(predict_fn: PredictFn, image: np.ndarray, num_classes: int, vid: str) -> np.ndarray:
+    """Runs ``predict_fn`` on a (D, H, W) volume and checks it returned softmax probabilities."""
+    probs = np.asarray(predict_fn(image[..., None]), dtype=np.float32)  # (D, H, W, C)
+    expected = image.shape + (num_classes,)
+    if probs.shape != expected:
+        raise InputError(f"pseudo-labels: model output for volume {vid} has shape {probs.shape}, expected {expected}")
+    if not np.all(np.isfinite(probs)):
+        raise InputError(f"pseudo-labels: model output for volume {vid} is not finite (broken checkpoint?)")
+    sums = probs.sum(axis=-1)  # (D, H, W)
+    if probs.min() < -1e-4 or np.abs(sums - 1.0).max() > 1e-3:
+        raise ValueError(f"pseudo-labels: predict_fn must return softmax probabilities (volume {vid})")
+    return probs
+
+
+def _reference_affine(volume: Any, cfg: Any, data_dir: str | os.PathLike | None) -> np.ndarray:
+    """Affine of the preprocessed image of ``volume`` (voxel (i, j, k) of the (H, W, D) grid -> mm).
+
+    Preference: the header of ``<data_dir>/<id>/image.nii.gz``; then the preprocessed affine
+    recomputed from ``meta`` (native ``affine`` + resampling/crop geometry, as ``data.preprocess``
+    writes it); then a diagonal affine with the target resolution in-plane and the native slice
+    spacing (or 1 mm) across slices.
+    """
+    meta = getattr(volume, "meta", None) or {}
+    expected = tuple(np.transpose(volume.image, (1, 2, 0)).shape)  # (H, W, D)
+    if data_dir is not None:
+        path = Path(data_dir) / str(volume.id) / "image.nii.gz"
+        if path.exists():
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            if tuple(img.shape[:3]) != expected:
+                raise InputError(f"{path}: shape {img.shape} differs from the loaded volume {expected}")
+            return np.asarray(img.affine, dtype=np.float64)
+    if all(k in meta for k in ("affine", "native_shape", "rescaled_shape", "crop_pad")):
+        from data.preprocess import preprocessed_affine
+
+        return preprocessed_affine(np.asarray(meta["affine"], dtype=np.float64), meta)
+    resolution = meta.get("target_resolution") or getattr(cfg, "target_resolution", (1.0, 1.0))
+    spacing = meta.get("spacing")
+    through = float(spacing[2]) if spacing is not None and len(spacing) > 2 else 1.0
+    return np.diag([float(resolution[0]), float(resolution[1]), through, 1.0])
+
+
+def _write_label(path: Path, labels: np.ndarray, affine: np.ndarray) -> None:
+    """Writes (D, H, W) labels as an int16 (H, W, D) NIfTI file, atomically."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm")
+    header.set_data_dtype(np.int16)
+    data = np.ascontiguousarray(np.transpose(labels, (1, 2, 0)).astype(np.int16))  # (H, W, D)
+    atomic_save_nifti(nib.Nifti1Image(data, affine, header), path)
+
+
+def _json_float(value: float) -> float | None:
+    """NaN -> None so that the manifest is strict JSON."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def generate_pseudo_labels(
+    predict_fn: PredictFn,
+    volumes: Sequence[Any],
+    cfg: Any,
+    out_dir: str | os.PathLike,
+    *,
+    crf: bool = True,
+    tta_filter: bool = False,
+    f1_threshold: float = 0.9,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+    data_dir: str | os.PathLike | None = None,
+) -> dict:
+    """Predicts, optionally filters and CRF-refines pseudo-labels and writes them to ``out_dir``.
+
+    Args:
+        predict_fn: maps (N, H, W, 1) float32 images to (N, H, W, C) softmax probabilities
+            (the network in inference mode; it may batch internally).
+        volumes: objects with ``.id`` (str), ``.image`` (D, H, W) float32 and ``.meta`` (dict),
+            e.g. ``data.store.Volume``.
+        cfg: dataset config with ``num_classes``, ``crf_params`` (a_sxy, a_srgb, a_w1, g_sxy,
+            g_w2, n_iter) and ``target_resolution``.
+        out_dir: directory for ``<id>.nii.gz`` and ``manifest.json`` (created if needed).
+        crf: refine with the dense CRF (else plain argmax).
+        tta_filter: apply the TTA agreement filter (``--test_aug_overlap 1``).
+        f1_threshold: keep a volume when its agreement is > this (``--test_f1_threshold``).
+        seed: seed of the TTA augmentations (per volume, combined with the volume id).
+        workers: CRF processes (``None`` = all cores, 1 = inline).
+        progress: show a progress bar (only on a terminal).
+        data_dir: preprocessed data directory; when given, the affine of
+            ``<data_dir>/<id>/image.nii.gz`` is copied into the pseudo-label files (otherwise it
+            is recomputed from ``volume.meta``, see :func:`_reference_affine`).
+
+    Returns:
+        The manifest dict (also written to ``out_dir/manifest.json``): ``kept`` and ``rejected``
+        id lists, per-volume ``agreement``/``per_class_f1``/``augmentations``/timings/label
+        counts, the CRF switch and parameters, the filter settings and overall timings.
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_classes = int(cfg.num_classes)
+    params = crf_lib.CRFParams.from_sequence(cfg.crf_params) if crf else None
+    n_workers = crf_lib.resolve_workers(workers)
+    ids = [str(v.id) for v in volumes]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"pseudo-labels: duplicate volume ids in {ids}")
+
+    total_slices = sum(int(np.shape(v.image)[0]) for v in volumes)
+    executor = None
+    n_pool = min(n_workers, total_slices)
+    if crf and n_pool > 1:
+        executor = crf_lib.make_executor(n_pool)
+    records: dict[str, dict] = {}
+    kept: list[str] = []
+    rejected: list[str] = []
+    slices_done = 0
+    try:
+        bar = tqdm(volumes, desc="pseudo-labels", unit="vol", disable=None if progress else True)
+        for volume in bar:
+            vid = str(volume.id)
+            image = np.asarray(volume.image, dtype=np.float32)  # (D, H, W)
+            if image.ndim != 3:
+                raise InputError(f"pseudo-labels: volume {vid} image has shape {image.shape}, expected (D, H, W)")
+            record: dict[str, Any] = {"shape_dhw": list(image.shape), "timings": {}}
+            t0 = time.perf_counter()
+            keep = True
+            if tta_filter:
+                result = tta_lib.tta_agreement(predict_fn, image, num_classes, _volume_rng(seed, vid))
+                keep = result.keep(f1_threshold)
+                record["agreement"] = _json_float(result.agreement)
+                record["per_class_f1"] = [_json_float(v) for v in result.per_class]
+                record["augmentations"] = [a.as_dict() for a in result.augmentations]
+                record["timings"]["tta_s"] = time.perf_counter() - t0
+            record["kept"] = keep
+            path = out_dir / f"{vid}.nii.gz"
+            if not keep:
+                rejected.append(vid)
+                if path.exists():  # stale file from an earlier run
+                    path.unlink()
+            else:
+                t1 = time.perf_counter()
+                probs = _predict(predict_fn, image, num_classes, vid)  # (D, H, W, C)
+                t2 = time.perf_counter()
+                record["timings"]["predict_s"] = t2 - t1
+                if crf:
+                    labels = crf_lib.crf_volume(
+                        probs, image, params, workers=1, executor=executor, blocks=n_pool
+                    )  # (D, H, W)
+                    record["timings"]["crf_s"] = time.perf_counter() - t2
+                    record["changed_by_crf"] = int(np.count_nonzero(labels != np.argmax(probs, axis=-1)))
+                else:
+                    labels = np.argmax(probs, axis=-1).astype(np.int16)  # (D, H, W)
+                t3 = time.perf_counter()
+                _write_label(path, labels, _reference_affine(volume, cfg, data_dir))
+                record["timings"]["write_s"] = time.perf_counter() - t3
+                record["file"] = path.name
+                record["label_counts"] = np.bincount(labels.ravel(), minlength=num_classes).tolist()
+                kept.append(vid)
+                slices_done += image.shape[0]
+            record["timings"]["total_s"] = time.perf_counter() - t0
+            records[vid] = record
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+    elapsed = time.perf_counter() - start
+    manifest = {
+        "format": 1,
+        "num_classes": num_classes,
+        "crf": bool(crf),
+        "crf_params": params.as_dict() if params is not None else None,
+        "tta_filter": bool(tta_filter),
+        "f1_threshold": float(f1_threshold),
+        "seed": int(seed),
+        "workers": n_workers,
+        "kept": kept,
+        "rejected": rejected,
+        "volumes": records,
+        "timings": {
+            "total_s": elapsed,
+            "slices_labelled": slices_done,
+            "slices_per_s": slices_done / elapsed if elapsed > 0 else None,
+        },
+    }
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+    """Reads ``out_dir/manifest.json``.
+
+    Raises:
+        InputError: the manifest is missing or unreadable.
+    """
+    import json
+
+    path = Path(out_dir) / MANIFEST
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path}: pseudo-label manifest not found") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read pseudo-label manifest ({exc})") from None
+
+
+def load_pseudo_labels(out_dir: str | os.PathLike, ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """Loads pseudo-labels written by :func:`generate_pseudo_labels`.
+
+    Args:
+        out_dir: the directory holding ``<id>.nii.gz``.
+        ids: volume ids to load (typically ``read_manifest(out_dir)["kept"]``).
+
+    Returns:
+        ``{id: (D, H, W) int16 labels}``.
+
+    Raises:
+        InputError: a file is missing or not a 3D label volume.
+    """
+    import nibabel as nib
+
+    out: dict[str, np.ndarray] = {}
+    for vid in ids:
+        path = Path(out_dir) / f"{vid}.nii.gz"
+        if not path.exists():
+            raise InputError(f"{path}: pseudo-label file not found")
+        data = np.asarray(nib.load(str(path)).dataobj)  # (H, W, D)
+        if data.ndim != 3:
+            raise InputError(f"{path}: expected a 3D (H, W, D) label volume, got shape {data.shape}")
+        out[str(vid)] = np.ascontiguousarray(np.transpose(data, (2, 0, 1))).astype(np.int16)  # (D, H, W)
+    return out
