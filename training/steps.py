@@ -1,0 +1,267 @@
+"""Step builders shared by the stage scripts.
+
+A *compute function* maps one replica's batch to ``(loss, metrics)`` where every value is already
+scaled for the global batch: ``sum(per_unit) / (units_per_replica * num_replicas)``. Summing those
+over replicas (what the optimizer does with gradients, and what :func:`make_train_step` does with the
+reported values) therefore gives the mean over all units of all replicas: the loss is scaled exactly
+once, and one step on R replicas with batches b1..bR equals one step on one replica with their union
+(with synchronized BatchNorm, see :func:`synchronize_batchnorm`).
+
+:func:`make_train_step` wraps a compute function into a ``tf.function`` that runs it under
+``strategy.run``, computes gradients, skips the update (NaN guard) when the loss or any gradient is
+non-finite on any replica, and otherwise applies Adam.
+
+XLA: on a single device the whole step is compiled when ``jit_compile`` is on. Under a multi-replica
+strategy XLA cannot compile functions that touch mirrored variables (DESIGN.md, measured), so there
+only the variable-free loss functions are compiled (``jit_loss``). The contrastive losses are always
+compiled (``jit_compile=True`` in every mode): they are pure functions of tensors.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+ComputeFn = Callable[[Any, int], tuple[tf.Tensor, dict[str, tf.Tensor]]]
+
+ADAM_EPSILON = 1e-8  # TF1 AdamOptimizer default (ORIGINAL_SPEC §2.4)
+
+
+def make_optimizer(learning_rate: float, variables: list[tf.Variable],
+                   strategy: tf.distribute.Strategy) -> keras.optimizers.Optimizer:
+    """Adam with the TF1 defaults, built on ``variables`` inside the strategy scope.
+
+    Building before any restore or compilation creates the slot variables as mirrored variables
+    and lets a checkpoint restore them.
+    """
+    with strategy.scope():
+        opt = keras.optimizers.Adam(learning_rate=float(learning_rate), beta_1=0.9, beta_2=0.999,
+                                    epsilon=ADAM_EPSILON)
+        opt.build(variables)
+    return opt
+
+
+def synchronize_batchnorm(model: keras.Model, synchronized: bool = True) -> int:
+    """Switch every BatchNormalization layer (also inside nested models) to synchronized moments.
+
+    Under a multi-replica strategy each BN layer then normalizes with the mean/variance over the
+    batches of all replicas, which makes R replicas equivalent to one replica with the union batch.
+    Returns the number of layers changed.
+    """
+    count = 0
+    stack = [model]
+    seen = set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(synchronized)
+            count += 1
+        stack.extend(getattr(layer, "layers", []) or [])
+    return count
+
+
+def variables_of(models: list[keras.Model], exclude_prefixes: tuple[str, ...] = ()) -> list[tf.Variable]:
+    """Trainable variables of ``models`` whose layer name does not start with an excluded prefix.
+
+    Used to keep the frozen encoder out of the optimizer during decoder pre-training while its BN
+    layers still run in training mode (ORIGINAL_SPEC §3.3, §8.1).
+    """
+    out: list[tf.Variable] = []
+    seen: set[int] = set()
+    for model in models:
+        if model is None:
+            continue
+        for layer in _leaf_layers(model):
+            if layer.name.startswith(tuple(exclude_prefixes)) and exclude_prefixes:
+                continue
+            for v in layer.trainable_weights:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+    return out
+
+
+def _leaf_layers(model: keras.layers.Layer):
+    for layer in getattr(model, "layers", []):
+        if getattr(layer, "layers", None):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def scale_units(per_unit: tf.Tensor, num_replicas: int) -> tf.Tensor:
+    """``sum(per_unit) / (len(per_unit) * num_replicas)``: this replica's share of the global mean."""
+    per_unit = tf.reshape(tf.cast(per_unit, tf.float32), [-1])  # (U,)
+    n = tf.cast(tf.size(per_unit), tf.float32)
+    return tf.reduce_sum(per_unit) / (n * float(num_replicas))
+
+
+def _apply_if_finite(optimizer: keras.optimizers.Optimizer, grads: list, variables: list,
+                     finite: tf.Tensor) -> None:
+    """Apply ``grads`` only when ``finite`` (identical on every replica); else leave all state as is.
+
+    Same construction as Keras' LossScaleOptimizer: the optimizer's ``apply_gradients`` calls
+    ``merge_call`` under MirroredStrategy, which may not sit inside a replica-context ``cond``, so
+    the ``cond`` is placed in the cross-replica context.
+    """
+    keep = [i for i, g in enumerate(grads) if g is not None]
+    kept_vars = [variables[i] for i in keep]
+
+    def apply(kept_grads):
+        optimizer.apply_gradients(list(zip(kept_grads, kept_vars)))
+        return tf.constant(True)
+
+    kept_grads = [grads[i] for i in keep]
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: apply(kept_grads), lambda: tf.constant(False))
+        return
+
+    def cross_replica(distribution, finite_pr, grads_pr):
+        # grads_pr holds every replica's own gradients (PerReplica); each replica applies its own
+        # and the optimizer all-reduces them.
+        finite_value = distribution.experimental_local_results(finite_pr)[0]
+
+        def do_apply():
+            distribution.extended.call_for_each_replica(apply, args=(grads_pr,))
+            return tf.constant(True)
+
+        tf.cond(finite_value, do_apply, lambda: tf.constant(False))
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, kept_grads))
+
+
+def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
+                    variables: list[tf.Variable], optimizer: keras.optimizers.Optimizer,
+                    jit_compile: bool = False) -> Callable[[Any], tuple[tf.Tensor, dict, tf.Tensor]]:
+    """Build the distributed training step.
+
+    Args:
+        strategy: the distribution strategy (``training.strategy.make_strategy``).
+        compute_fn: ``(replica_batch, num_replicas) -> (loss, metrics)``, values scaled for the
+            global batch (see module docstring).
+        variables: variables to optimize (the optimizer must have been built on them).
+        optimizer: Keras optimizer built inside ``strategy.scope()``.
+        jit_compile: compile the whole step with XLA (single-replica strategies only; under
+            several replicas the compute function is expected to compile its losses itself).
+
+    Returns:
+        ``step(distributed_batch) -> (loss, metrics, applied)``: global-mean loss and metrics
+        (scalars) and whether the update was applied (False when a non-finite value was seen).
+    """
+    replicas = int(strategy.num_replicas_in_sync)
+
+    def replica_step(batch):
+        with tf.GradientTape() as tape:
+            loss, metrics = compute_fn(batch, replicas)
+        grads = tape.gradient(loss, variables)
+        bad = tf.logical_not(tf.math.is_finite(loss))
+        for g in grads:
+            if g is not None:
+                bad = tf.logical_or(bad, tf.logical_not(tf.reduce_all(tf.math.is_finite(g))))
+        n_bad = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.cast(bad, tf.float32))
+        finite = tf.equal(n_bad, 0.0)
+        _apply_if_finite(optimizer, grads, variables, finite)
+        return loss, metrics, finite
+
+    def step(batch):
+        loss, metrics, finite = strategy.run(replica_step, args=(batch,))
+        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                   for k, v in metrics.items()}
+        finite = strategy.experimental_local_results(finite)[0]
+        return loss, metrics, finite
+
+    whole_jit = bool(jit_compile) and replicas == 1
+    return tf.function(step, jit_compile=whole_jit or None)
+
+
+def maybe_jit(fn: Callable, jit_compile: bool) -> Callable:
+    """``tf.function(fn, jit_compile=True)`` if requested, else ``fn`` unchanged (for loss terms)."""
+    if jit_compile:
+        return tf.function(fn, jit_compile=True)
+    return fn
+
+
+# ----------------------------------------------------------------------------------------------
+# Compute functions of the stages. Each closes over its models and returns a ComputeFn.
+
+
+def seg_compute(model: keras.Model, seg_loss_fn: Callable, jit_loss: bool = False) -> ComputeFn:
+    """Supervised step (baseline / fine-tuning): batch ``(x (B,H,W,1), y (B,H,W,C))``.
+
+    ``seg_loss_fn(logits, labels, reduction="none") -> (B,)`` per-image loss.
+    """
+    loss_fn = maybe_jit(lambda logits, y: seg_loss_fn(logits, y, reduction="none"), jit_loss)
+
+    def compute(batch, replicas):
+        x, y = batch
+        logits = model(x, training=True)  # (B, H, W, C)
+        per_image = loss_fn(logits, y)  # (B,)
+        loss = scale_units(per_image, replicas)
+        return loss, {"seg_loss": loss}
+
+    return compute
+
+
+def joint_model(unet: keras.Model) -> keras.Model:
+    """Two-output view of ``unet``: ``x -> [logits (N,H,W,C), dec_c1_a (N,H,W,16)]`` (shared weights)."""
+    from models.unet import LAST_DECODER_LAYER
+
+    return keras.Model(unet.input, [unet.output, unet.get_layer(LAST_DECODER_LAYER).output],
+                       name=f"{unet.name}_joint")
+
+
+def joint_compute(two_out: keras.Model, h_head: keras.Model, seg_loss_fn: Callable,
+                  plc_loss_fn: Callable, lamda_local: float, jit_loss: bool = False,
+                  contrastive: bool = True) -> ComputeFn:
+    """PLC joint step (ORIGINAL_SPEC §3.4.1): one forward over ``[x_lab (N_l) | x_con (2B)]``.
+
+    BatchNorm of all shared layers (segmentation head included) sees all ``N_l + 2B`` images; the
+    segmentation loss uses the logits of rows ``[:N_l]``; the h head runs on ``dec_c1_a`` rows
+    ``[N_l:]`` (its BN sees those only). Loss = mean seg loss + lamda_local * mean pair loss.
+
+    Batch: dict with ``x_lab (N_l,H,W,1)``, ``y_lab (N_l,H,W,C)``, ``x_con (2B,H,W,1)``,
+    ``y_con (2B,H,W,C)``, ``anchor_yx (2B,C-1,P,2)``, ``anchor_valid (2B,C-1,P)``.
+    ``plc_loss_fn(emb, labels, anchor_yx, anchor_valid, reduction="none") -> per-pair (B,)``.
+    With ``contrastive=False`` the same 40-image forward is run with the segmentation loss only
+    (the benchmark's reference step).
+    """
+    seg_fn = maybe_jit(lambda logits, y: seg_loss_fn(logits, y, reduction="none"), jit_loss)
+    plc_fn = tf.function(
+        lambda emb, y, yx, valid: plc_loss_fn(emb, y, yx, valid, reduction="none"), jit_compile=True)
+
+    def compute(batch, replicas):
+        n_lab = tf.shape(batch["x_lab"])[0]
+        x = tf.concat([batch["x_lab"], batch["x_con"]], axis=0)  # (N_l + 2B, H, W, 1)
+        logits_all, dec = two_out(x, training=True)  # (N, H, W, C), (N, H, W, 16)
+        seg = scale_units(seg_fn(logits_all[:n_lab], batch["y_lab"]), replicas)
+        if not contrastive:
+            return seg, {"seg_loss": seg}
+        emb = h_head(dec[n_lab:], training=True)  # (2B, H, W, 16)
+        plc = scale_units(plc_fn(emb, batch["y_con"], batch["anchor_yx"], batch["anchor_valid"]),
+                          replicas)
+        loss = seg + float(lamda_local) * plc
+        return loss, {"seg_loss": seg, "local_loss": plc, "net_loss": loss}
+
+    return compute
+
+
+def contrastive_compute(backbone: keras.Model, head: keras.Model, loss_fn: Callable,
+                        name: str) -> ComputeFn:
+    """Pre-training step: ``loss_fn(head(backbone(x)), reduction="none")`` on a batch ``x``.
+
+    ``loss_fn`` is compiled with XLA in every mode (pure tensor function).
+    """
+    compiled = tf.function(lambda f: loss_fn(f, reduction="none"), jit_compile=True)
+
+    def compute(batch, replicas):
+        feats = head(backbone(batch, training=True), training=True)
+        loss = scale_units(compiled(feats), replicas)
+        return loss, {name: loss}
+
+    return compute
