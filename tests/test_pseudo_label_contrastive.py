@@ -169,9 +169,10 @@ def test_original_weighting_formula():
 
 def test_gradient_check_float64():
     rng = np.random.default_rng(3)
-    emb, lab, yx, valid = _random_case(rng, 2, 3, 2, 3, size=4)
+    emb, lab, yx, valid = _random_case(rng, 2, 3, 2, 3, size=3)
     lab_t, yx_t, valid_t = tf.constant(lab), tf.constant(yx), tf.constant(valid)
     for inter in (True, False):
+        @tf.function  # many perturbed evaluations: a traced graph keeps this fast
         def f(x, inter=inter):
             return pseudo_label_local_contrastive_loss(x, lab_t, yx_t, valid_t, inter_image=inter)
 
@@ -183,7 +184,7 @@ def test_xla_matches_eager():
     rng = np.random.default_rng(11)
     emb, lab, yx, valid = _random_case(rng, 3, 4, 3, 16, size=8)
     emb, lab = emb.astype(np.float32), lab.astype(np.float32)
-    for inter, rep in ((True, False), (False, False), (True, True)):
+    for inter, rep in ((True, False), (False, True)):
         kw = dict(inter_image=inter, replicate_original_weighting=rep)
 
         def value_and_grad(x, y, a, v, kw=kw):
@@ -408,9 +409,10 @@ def test_bench_quick_runs():
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        bench_losses.main(["--quick"])
+        bench_losses.main(["--quick", "--repeats", "1", "--parts", "plc,unet"])
     report = json.loads(buf.getvalue())
     plc = report["pseudo_label_contrastive"]
     assert plc["max_abs_diff_vs_reference"] < 1e-4
     for key in ("eager_s", "graph_s", "xla_s", "reference_loop_s"):
         assert plc["forward"][key] > 0
+    assert report["fraction_of_unet_step"]["pseudo_label_contrastive"]["graph"] > 0
