@@ -63,7 +63,8 @@ def info_nce_terms(sim: tf.Tensor, anchor: np.ndarray, positive: np.ndarray, neg
     return tf.reduce_logsumexp(logits, axis=-1) - s_pos  # (T, U)
 
 
-def global_index_tables(exp_no: int, bt_size: int, n_parts: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def global_index_tables(exp_no: int, bt_size: int,
+                        n_parts: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Constant index tables of one global loss variant.
 
     Returns:

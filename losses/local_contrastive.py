@@ -189,7 +189,8 @@ def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 
         own_neg = tf.gather(view1, neg_u, axis=1)[None]  # (1, A, R, K, d)
         positive = tf.gather(partners, pos_u, axis=2)  # (3, A, R, d)
         partner_neg = tf.gather(partners, neg_u, axis=2)  # (3, A, R, K, d)
-        negatives = tf.concat([tf.broadcast_to(own_neg, tf.shape(partner_neg)), partner_neg], axis=3)  # (3, A, R, 2K, d)
+        own_neg = tf.broadcast_to(own_neg, tf.shape(partner_neg))  # (3, A, R, K, d)
+        negatives = tf.concat([own_neg, partner_neg], axis=3)  # (3, A, R, 2K, d)
         terms = _info_nce(tf.broadcast_to(anchor, tf.shape(positive)), positive, negatives, temperature)  # (3, A, R)
         per_unit = tf.reduce_sum(terms, axis=[0, 2]) / (2.0 * r)  # (A,)
     if reduction == "none":

@@ -42,12 +42,14 @@ def build_g1(input_shape: tuple[int, int, int], name: str = "g1") -> keras.Model
     return keras.Model(x_in, z, name=name)
 
 
-def _two_conv_head(channels: int, prefix: str, in_channels: int, name: str) -> keras.Model:
+def _two_conv_head(channels: int, prefix: str, in_channels: int, name: str,
+                   synchronized_bn: bool = False) -> keras.Model:
     """1x1 conv (no bias) + BN + ReLU, then 1x1 conv (no bias); any spatial size."""
     x_in = keras.Input(shape=(None, None, in_channels), name=f"{prefix}_input")  # (N, h, w, c_in)
     x = keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=conv_initializer(),
                             name=f"{prefix}_c1_a_conv")(x_in)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{prefix}_c1_a_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn,
+                                        name=f"{prefix}_c1_a_bn")(x)
     x = keras.layers.ReLU(name=f"{prefix}_c1_a")(x)
     y = keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=conv_initializer(),
                             name=f"{prefix}_c1_b")(x)  # (N, h, w, channels)
@@ -70,8 +72,8 @@ def build_region_projection(region_dim: int, name: str = "g2_proj") -> keras.Mod
     return keras.Model(x_in, y, name=name)
 
 
-def build_g2(channels: int, wgt_en: int = 1, local_reg_size: int = 1,
-             name: str = "g2") -> tuple[keras.Model, keras.Model | None]:
+def build_g2(channels: int, wgt_en: int = 1, local_reg_size: int = 1, name: str = "g2",
+             synchronized_bn: bool = False) -> tuple[keras.Model, keras.Model | None]:
     """g2 for the local loss on decoder block l (channels 128, 128, 64, 32, 16 for l = 1..5).
 
     Args:
@@ -80,6 +82,7 @@ def build_g2(channels: int, wgt_en: int = 1, local_reg_size: int = 1,
             original, where ``wgt_en`` has no effect for 1x1 regions).
         local_reg_size: 1 for 3x3 regions, 0 for single pixels.
         name: model name of the conv part.
+        synchronized_bn: BatchNormalization synchronized across replicas.
 
     Returns:
         ``(g2, projection)``: ``g2`` maps ``(N, h, w, channels) -> (N, h, w, channels)``; ``projection``
@@ -87,17 +90,17 @@ def build_g2(channels: int, wgt_en: int = 1, local_reg_size: int = 1,
         ``losses.local_contrastive.local_contrastive_loss`` and add its trainable variables to the
         optimizer's list.
     """
-    g2 = _two_conv_head(int(channels), "g2", int(channels), name)
+    g2 = _two_conv_head(int(channels), "g2", int(channels), name, synchronized_bn)
     projection = None
     if int(wgt_en) == 1 and int(local_reg_size) == 1:
         projection = build_region_projection(9 * int(channels), name=f"{name}_proj")
     return g2, projection
 
 
-def build_h(in_channels: int = 16, name: str = "h") -> keras.Model:
+def build_h(in_channels: int = 16, name: str = "h", synchronized_bn: bool = False) -> keras.Model:
     """h (2023): ``(N, H, W, 16)`` last decoder layer -> ``(N, H, W, 16)`` embeddings.
 
     Layers ``cont_c1_a_conv``/``cont_c1_a_bn``/``cont_c1_a`` (1x1 conv 16, no bias, BN, ReLU) and
     ``cont_c1_b`` (1x1 conv 16, no bias).
     """
-    return _two_conv_head(EMBEDDING_DIM_H, "cont", int(in_channels), name)
+    return _two_conv_head(EMBEDDING_DIM_H, "cont", int(in_channels), name, synchronized_bn)

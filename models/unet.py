@@ -33,7 +33,8 @@ def conv_initializer() -> keras.initializers.Initializer:
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="untruncated_normal")
 
 
-def conv_block(x, name: str, filters: int, kernel: int = 3, use_bias: bool = True, relu: bool = True):
+def conv_block(x, name: str, filters: int, kernel: int = 3, use_bias: bool = True, relu: bool = True,
+               synchronized_bn: bool = False):
     """Conv2D (SAME) -> BatchNormalization -> ReLU, layers named ``<name>_conv``, ``<name>_bn``, ``<name>``.
 
     Args:
@@ -43,6 +44,7 @@ def conv_block(x, name: str, filters: int, kernel: int = 3, use_bias: bool = Tru
         kernel: square kernel size (2x2 convs pad 0 before / 1 after, as TF1 SAME).
         use_bias: add a (zero-initialised) bias before BN, as the original.
         relu: apply the ReLU layer (named ``name``); if False the BN layer output is returned.
+        synchronized_bn: batch statistics over all replicas of a ``tf.distribute`` strategy.
 
     Returns:
         The block output ``(N, H, W, filters)``.
@@ -50,20 +52,23 @@ def conv_block(x, name: str, filters: int, kernel: int = 3, use_bias: bool = Tru
     x = keras.layers.Conv2D(
         filters, kernel, padding="same", use_bias=use_bias, kernel_initializer=conv_initializer(),
         bias_initializer="zeros", name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn,
+                                        name=f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=name)(x)
     return x
 
 
 def build_unet(num_classes: int, image_size: tuple[int | None, int | None] = (None, None),
-               name: str = "unet") -> keras.Model:
+               name: str = "unet", synchronized_bn: bool = False) -> keras.Model:
     """Build the exact UNet of ORIGINAL_SPEC §2.2.
 
     Args:
         num_classes: number of output classes C (background included).
         image_size: ``(H, W)``; ``None`` entries give a model for any size divisible by 32.
         name: model name.
+        synchronized_bn: BatchNormalization with statistics over all replicas (``synchronized=True``),
+            so that N replicas compute the same BN as one replica on the union of their batches.
 
     Returns:
         A functional model ``(N, H, W, 1) float32 -> (N, H, W, C)`` logits. Trainable parameters:
@@ -82,8 +87,9 @@ def build_unet(num_classes: int, image_size: tuple[int | None, int | None] = (No
     x = x_in
     skips = []
     for level, filters in enumerate(_ENC_FILTERS, start=1):
-        x = conv_block(x, f"enc_c{level}_a", filters)
-        x = conv_block(x, f"enc_c{level}_b", filters)  # (N, H/2^(level-1), W/2^(level-1), filters)
+        x = conv_block(x, f"enc_c{level}_a", filters, synchronized_bn=synchronized_bn)
+        # (N, H / 2^(level-1), W / 2^(level-1), filters)
+        x = conv_block(x, f"enc_c{level}_b", filters, synchronized_bn=synchronized_bn)
         if level < len(_ENC_FILTERS):
             skips.append(x)
             x = keras.layers.MaxPooling2D(2, strides=2, padding="same", name=f"enc_pool{level}")(x)
@@ -93,15 +99,16 @@ def build_unet(num_classes: int, image_size: tuple[int | None, int | None] = (No
         level = 6 - block  # level of the skip connection (5..1)
         filters = _ENC_FILTERS[level - 1]
         x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec_up{level + 1}")(x)
-        x = conv_block(x, f"dec_dc{level + 1}", filters, kernel=2)
+        x = conv_block(x, f"dec_dc{level + 1}", filters, kernel=2, synchronized_bn=synchronized_bn)
         x = keras.layers.Concatenate(axis=-1, name=f"dec_cat_c{level + 1}")([x, skips[level - 1]])
-        x = conv_block(x, f"dec_c{level}_a", filters)
+        x = conv_block(x, f"dec_c{level}_a", filters, synchronized_bn=synchronized_bn)
         if block < 5:
-            x = conv_block(x, f"dec_c{level}_b", filters)  # (N, H/2^(level-1), W/2^(level-1), filters)
+            # (N, H / 2^(level-1), W / 2^(level-1), filters)
+            x = conv_block(x, f"dec_c{level}_b", filters, synchronized_bn=synchronized_bn)
 
     # Segmentation head.
-    x = conv_block(x, "seg_c1_a", 16)
-    x = conv_block(x, "seg_c1_b", 16)
+    x = conv_block(x, "seg_c1_a", 16, synchronized_bn=synchronized_bn)
+    x = conv_block(x, "seg_c1_b", 16, synchronized_bn=synchronized_bn)
     logits = keras.layers.Conv2D(
         num_classes, 3, padding="same", use_bias=False, kernel_initializer=conv_initializer(),
         name="seg_fin_layer")(x)  # (N, H, W, C)

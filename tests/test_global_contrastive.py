@@ -59,7 +59,9 @@ def ref_gd(z, b, s, tau):
 
 
 def _ref(z, exp_no, b, s, tau):
-    return {0: lambda: ref_gr(z, b, tau), 1: lambda: ref_gd_minus(z, b, s, tau), 2: lambda: ref_gd(z, b, s, tau)}[exp_no]()
+    if exp_no == 0:
+        return ref_gr(z, b, tau)
+    return ref_gd_minus(z, b, s, tau) if exp_no == 1 else ref_gd(z, b, s, tau)
 
 
 CASES = [(0, 1, 4), (0, 3, 4), (0, 5, 4), (1, 4, 4), (1, 8, 4), (1, 12, 4), (1, 6, 3), (1, 6, 2),

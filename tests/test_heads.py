@@ -69,3 +69,9 @@ def test_h_head():
     w2 = h.get_layer("cont_c1_b").kernel.numpy()[0, 0]
     ref = np.maximum((x @ w1) / np.sqrt(1 + 1e-3), 0) @ w2
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_synchronized_bn_flag():
+    assert build_h(synchronized_bn=True).get_layer("cont_c1_a_bn").synchronized
+    assert build_g2(16, synchronized_bn=True)[0].get_layer("g2_c1_a_bn").synchronized
+    assert not build_h().get_layer("cont_c1_a_bn").synchronized

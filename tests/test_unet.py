@@ -111,3 +111,10 @@ def test_training_step_changes_weights_and_bn_stats():
     grads = tape.gradient(loss, model.trainable_variables)
     assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
     assert not np.all(model.get_layer("enc_c1_a_bn").moving_mean.numpy() == 0)
+
+
+def test_synchronized_bn_flag():
+    model = build_unet(2, (32, 32), synchronized_bn=True)
+    bns = [layer for layer in model.layers if layer.name.endswith("_bn")]
+    assert len(bns) == 12 + 14 + 2 and all(layer.synchronized for layer in bns)
+    assert not any(layer.synchronized for layer in build_unet(2, (32, 32)).layers if layer.name.endswith("_bn"))
