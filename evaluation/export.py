@@ -1,0 +1,139 @@
+"""Export a trained UNet as a TensorFlow SavedModel for TF Serving.
+
+Layout (TF Serving convention): ``<export_dir>/<version>/`` with ``saved_model.pb``, ``variables/``
+and ``assets.extra/plc_metadata.json`` (dataset, classes, structure names, training resolution),
+where ``<version>`` is the next free positive integer (1 for a new directory).
+
+Signature ``serving_default``: input ``images`` float32 ``(N, H, W, 1)`` — slices preprocessed as in
+training (min-max normalized with the volume's 1st/99th percentiles, resampled to the dataset's
+in-plane resolution; H and W multiples of 32) — outputs ``probabilities`` float32 ``(N, H, W, C)``
+(softmax) and ``labels`` int32 ``(N, H, W)`` (argmax). Batch normalization runs in inference mode.
+
+The archive is written with ``keras.export.ExportArchive``; a ``tf.Module`` saved with
+``tf.saved_model.save`` loses the BN moving statistics in the session loader TF Serving uses
+(DESIGN.md), which ``saved_model_cli run`` catches.
+
+Usage:
+    python -m evaluation.export --model runs/joint --export_dir exported/plc
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from data.atomic import atomic_dir, atomic_write_json
+from data.errors import InputError
+from models.unet import DOWNSAMPLING
+
+SIGNATURE_NAME = "serving_default"
+INPUT_NAME = "images"
+METADATA_PATH = os.path.join("assets.extra", "plc_metadata.json")
+
+
+def next_version(export_dir: str | os.PathLike) -> int:
+    """1 + the largest numeric sub-folder of ``export_dir`` (1 when there is none)."""
+    export_dir = Path(export_dir)
+    if export_dir.exists() and not export_dir.is_dir():
+        raise InputError(f"--export_dir: {export_dir} exists and is not a directory")
+    versions = [int(p.name) for p in export_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)] \
+        if export_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def latest_version(export_dir: str | os.PathLike) -> Path | None:
+    """The highest numeric version folder holding a ``saved_model.pb`` (None if there is none)."""
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        return None
+    versions = sorted((int(p.name), p) for p in export_dir.iterdir()
+                      if p.is_dir() and re.fullmatch(r"\d+", p.name) and (p / "saved_model.pb").is_file())
+    return versions[-1][1] if versions else None
+
+
+def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
+                       metadata: dict[str, Any] | None = None, version: int | None = None) -> Path:
+    """Write ``model`` as a SavedModel under ``export_dir/<version>``.
+
+    Args:
+        model: a UNet ``(N, H, W, 1) -> (N, H, W, C)`` logits.
+        export_dir: the model base path TF Serving watches.
+        metadata: JSON-able facts stored in ``assets.extra/plc_metadata.json`` (dataset, ...).
+        version: version number; default the next free one.
+
+    Returns:
+        The version folder.
+    """
+    version = next_version(export_dir) if version is None else int(version)
+    target = Path(export_dir) / str(version)
+    if target.exists():
+        raise InputError(f"--export_dir: version folder {target} already exists")
+
+    @tf.function
+    def serve(images):
+        # images: (N, H, W, 1) float32
+        shape = tf.shape(images)
+        checks = [tf.debugging.assert_equal(shape[1] % DOWNSAMPLING, 0,
+                                            message=f"image height must be a multiple of {DOWNSAMPLING}"),
+                  tf.debugging.assert_equal(shape[2] % DOWNSAMPLING, 0,
+                                            message=f"image width must be a multiple of {DOWNSAMPLING}")]
+        with tf.control_dependencies(checks):
+            logits = model(images, training=False)  # (N, H, W, C)
+        probabilities = tf.nn.softmax(logits, axis=-1)  # (N, H, W, C)
+        labels = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (N, H, W)
+        return {"probabilities": probabilities, "labels": labels}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE_NAME, fn=serve,
+        input_signature=[tf.TensorSpec(shape=(None, None, None, 1), dtype=tf.float32, name=INPUT_NAME)])
+    meta = {"num_classes": int(model.output.shape[-1]), "input": INPUT_NAME,
+            "outputs": ["probabilities", "labels"], "downsampling": DOWNSAMPLING}
+    meta.update(metadata or {})
+    with atomic_dir(target) as tmp:
+        archive.write_out(str(tmp), verbose=False)
+        atomic_write_json(tmp / METADATA_PATH, meta)
+    return target
+
+
+def metadata_for(config_or_dataset: Any) -> dict[str, Any]:
+    """Metadata of a ``configs.DatasetConfig`` (or dataset name) for ``plc_metadata.json``."""
+    from configs import get_config
+
+    cfg = get_config(config_or_dataset) if isinstance(config_or_dataset, str) else config_or_dataset
+    return {"dataset": cfg.name, "image_size": list(cfg.image_size),
+            "target_resolution": list(cfg.target_resolution), "struct_names": list(cfg.struct_names)}
+
+
+def main(argv: list[str]) -> None:
+    """CLI: ``python -m evaluation.export --model M --export_dir DIR [--dataset D]``."""
+    from absl import flags
+
+    from evaluation.inference import load_model_and_dataset
+
+    del argv
+    FLAGS = flags.FLAGS
+    if not FLAGS.model or not FLAGS.export_dir:
+        raise InputError("--model and --export_dir are required")
+    model, dataset = load_model_and_dataset(FLAGS.model, FLAGS.dataset)
+    if not isinstance(model, keras.Model):
+        raise InputError(f"--model: {FLAGS.model} is already a SavedModel")
+    path = export_saved_model(model, FLAGS.export_dir, metadata_for(dataset) if dataset else None)
+    print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "
+          f"-> probabilities (N,H,W,C), labels (N,H,W) int32)")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    from data.errors import run_main
+
+    flags.DEFINE_string("model", None, "Workdir, checkpoint folder or .weights.h5 file of a trained UNet.")
+    flags.DEFINE_string("export_dir", None, "Base folder; the SavedModel goes to <export_dir>/<next version>.")
+    flags.DEFINE_string("dataset", None, "Dataset config (default: from the workdir's config.json).")
+    app.run(run_main(main))

@@ -1,0 +1,250 @@
+"""Volume inference and the fast native-resolution validation Dice (no plotting imports).
+
+A *predictor* maps float32 slices ``(N, H, W, 1)`` to softmax probabilities ``(N, H, W, C)`` with
+batch normalization in inference mode. It wraps a Keras UNet (:func:`keras_predictor`) or a
+SavedModel exported by :mod:`evaluation.export` (:func:`saved_model_predictor`).
+
+Volumes are predicted in chunks of 20 slices (ORIGINAL_SPEC §6.1) and mapped back to the native
+grid with :mod:`data.geometry` (undo crop/pad, linear resize of the probabilities, argmax).
+"""
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.errors import InputError
+from evaluation.metrics import foreground_mean, volume_metrics
+
+CHUNK = 20
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+_PREDICTORS: "weakref.WeakKeyDictionary[Any, Predictor]" = weakref.WeakKeyDictionary()
+
+
+def keras_predictor(model: Any) -> Predictor:
+    """Softmax predictor of a Keras model (inference-mode BN), traced once for any N, H, W.
+
+    The traced function is cached per model, so repeated validation calls do not retrace.
+    """
+    cached = _PREDICTORS.get(model)
+    if cached is not None:
+        return cached
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32)])
+    def probs_fn(x):
+        return tf.nn.softmax(model(x, training=False), axis=-1)  # (N, H, W, C)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return probs_fn(tf.convert_to_tensor(x, tf.float32)).numpy()
+
+    _PREDICTORS[model] = predict
+    return predict
+
+
+def saved_model_predictor(path: str | os.PathLike) -> Predictor:
+    """Predictor of a SavedModel version folder (its ``serving_default`` signature)."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot load SavedModel ({str(exc).splitlines()[0]})") from None
+    if "serving_default" not in loaded.signatures:
+        raise InputError(f"{path}: SavedModel has no 'serving_default' signature")
+    fn = loaded.signatures["serving_default"]
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = fn(images=tf.convert_to_tensor(x, tf.float32))
+        return out["probabilities"].numpy()
+
+    predict.saved_model = loaded  # keep the loaded object alive  # type: ignore[attr-defined]
+    return predict
+
+
+def as_predictor(model: Any) -> Predictor:
+    """A predictor for a Keras model, or ``model`` itself if it already is a plain callable."""
+    import keras
+
+    return keras_predictor(model) if isinstance(model, keras.Model) else model
+
+
+def predict_volume(predictor: Predictor, image: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    """Softmax probabilities of every slice of a preprocessed volume.
+
+    Args:
+        predictor: see module docstring.
+        image: ``(D, H, W)`` preprocessed image.
+        chunk: slices per forward pass.
+
+    Returns:
+        ``(D, H, W, C)`` float32 probabilities.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise InputError(f"expected a (D, H, W) volume, got shape {image.shape}")
+    outs = [np.asarray(predictor(image[i:i + chunk, :, :, None]), dtype=np.float32)  # (n, H, W, C)
+            for i in range(0, image.shape[0], chunk)]
+    return np.concatenate(outs, axis=0)
+
+
+def predict_native(predictor: Predictor, image: np.ndarray, meta: Mapping[str, Any],
+                   chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Predict a preprocessed volume and map the labels to its native grid.
+
+    Args:
+        predictor: see module docstring.
+        image: ``(D, H, W)`` preprocessed image.
+        meta: the volume's geometry (``meta.json``).
+        chunk: slices per forward pass.
+
+    Returns:
+        ``(labels (H0, W0, D) int16 on the native grid, probabilities (D, H, W, C) network grid)``.
+    """
+    from data import geometry
+
+    probs = predict_volume(predictor, image, chunk)  # (D, H, W, C)
+    return geometry.labels_to_native(probs, meta), probs
+
+
+def native_spacing(native_img: Any) -> tuple[float, float, float]:
+    """Voxel size ``(x, y, z)`` in mm from a nibabel image header (z = 1 for 2-D files)."""
+    zooms = tuple(float(z) for z in native_img.header.get_zooms()[:3])
+    return zooms + (1.0,) * (3 - len(zooms))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Native-resolution Dice of several volumes.
+
+    Attributes:
+        ids: volume ids.
+        dice: ``(V, C)`` per-volume, per-class Dice (NaN: class absent from GT and prediction).
+        volume_scores: ``(V,)`` mean foreground Dice per volume (NaN ignored).
+        mean_dice: mean of ``volume_scores`` over volumes (NaN volumes ignored); the model
+            selection score of ORIGINAL_SPEC §6.1.
+    """
+
+    ids: tuple[str, ...]
+    dice: np.ndarray
+    volume_scores: np.ndarray
+    mean_dice: float
+
+
+def evaluate_volumes(model: Any, data_dir: str | os.PathLike, ids: Sequence[str], cfg: Any,
+                     chunk: int = CHUNK) -> ValidationResult:
+    """Fast validation: Dice per class at native resolution (no surface metrics, no files written).
+
+    Args:
+        model: a Keras UNet (logits) or a predictor.
+        data_dir: preprocessed data directory (``image.nii.gz``, ``meta.json``, ``native_label.nii.gz``).
+        ids: volume ids to evaluate (validation ids; never test ids for model selection).
+        cfg: the dataset's ``configs.DatasetConfig`` (``num_classes``).
+        chunk: slices per forward pass.
+
+    Returns:
+        A :class:`ValidationResult`.
+    """
+    from data import store
+
+    predictor = as_predictor(model)
+    dice = []
+    for vid in ids:
+        vol = store.load_volume(data_dir, vid)
+        pred, _ = predict_native(predictor, vol.image, vol.meta, chunk)  # (H0, W0, D)
+        gt = np.asarray(store.load_native_label(data_dir, vid).dataobj)
+        if gt.shape != pred.shape:
+            raise InputError(f"{data_dir}/{vid}: native label shape {gt.shape} differs from the geometry in "
+                             f"meta.json {pred.shape}")
+        dice.append(volume_metrics(gt, pred, cfg.num_classes, (1.0,) * gt.ndim, surface=False).dice)
+    dice_arr = np.stack(dice) if dice else np.zeros((0, cfg.num_classes))  # (V, C)
+    scores = np.array([foreground_mean(d) for d in dice_arr])  # (V,)
+    finite = scores[~np.isnan(scores)]
+    return ValidationResult(ids=tuple(ids), dice=dice_arr, volume_scores=scores,
+                            mean_dice=float(finite.mean()) if finite.size else float("nan"))
+
+
+# ---------------------------------------------------------------- model loading (scripts)
+
+
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """True for a SavedModel folder or a base folder with numeric SavedModel versions."""
+    from evaluation.export import latest_version
+
+    p = Path(path)
+    return (p / "saved_model.pb").is_file() or latest_version(p) is not None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read JSON ({exc})") from None
+    return data if isinstance(data, dict) else None
+
+
+def workdir_config(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``config.json`` of the workdir a model path belongs to (workdir, its subfolder or file)."""
+    p = Path(model_path).resolve()
+    candidates = [p] if p.is_dir() else []
+    candidates += [p.parent, p.parent.parent]
+    for c in candidates:
+        cfg = _read_json(c / "config.json")
+        if cfg is not None:
+            return cfg
+    return None
+
+
+def config_value(config: Mapping[str, Any] | None, key: str) -> Any:
+    """A value from a workdir config, at the top level or one level down (e.g. under ``flags``)."""
+    if not config:
+        return None
+    if key in config:
+        return config[key]
+    for sub in config.values():
+        if isinstance(sub, Mapping) and key in sub:
+            return sub[key]
+    return None
+
+
+def load_model_and_dataset(model_path: str, dataset: str | None = None) -> tuple[Any, str | None]:
+    """Load a model from a workdir, a ``.weights.h5`` file or a SavedModel folder.
+
+    Args:
+        model_path: workdir (``best/`` preferred, then ``final/``), weights file, SavedModel version
+            folder or SavedModel base folder (the highest version is used).
+        dataset: dataset name overriding the one recorded with the model.
+
+    Returns:
+        ``(model, dataset)``: a Keras model, or a predictor for a SavedModel; the dataset name from
+        the argument, the workdir ``config.json`` or the SavedModel metadata (None if unknown).
+    """
+    from evaluation.export import METADATA_PATH, latest_version
+
+    p = Path(model_path)
+    if not p.exists():
+        raise InputError(f"--model: {model_path} does not exist")
+    if is_saved_model(p):
+        version = p if (p / "saved_model.pb").is_file() else latest_version(p)
+        meta = _read_json(version / METADATA_PATH) or {}
+        return saved_model_predictor(version), dataset or meta.get("dataset")
+    from models.io import load_unet
+
+    config = workdir_config(p)
+    dataset = dataset or config_value(config, "dataset")
+    num_classes = None
+    if dataset is not None and config_value(config, "num_classes") is None:
+        from configs import get_config
+
+        num_classes = get_config(str(dataset)).num_classes
+    return load_unet(str(p), num_classes=num_classes), dataset

@@ -1,0 +1,122 @@
+"""Segment arbitrary NIfTI volumes with a trained model (library part of ``predict.py``).
+
+Each volume goes through the dataset's training preprocessing (``data.preprocess.preprocess_volume``:
+optional N4, percentile min-max normalization, in-plane resampling to the training resolution,
+centre crop/pad), the network (chunks of 20 slices), and the inverse mapping to the input grid
+(``data.geometry.labels_to_native``). The output is an int16 label volume with the input's affine
+and header.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from data.atomic import atomic_save_nifti
+from data.errors import InputError
+from data.nifti_io import load_nifti
+from evaluation.inference import CHUNK, Predictor, predict_native
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def is_nifti_name(name: str) -> bool:
+    """True for ``*.nii`` / ``*.nii.gz`` file names."""
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def read_input_volume(path: str | os.PathLike, channel: int | None = None) -> tuple[np.ndarray, Any]:
+    """Load a 3-D NIfTI image (or one channel of a 4-D one) with checks.
+
+    Args:
+        path: the file.
+        channel: index along the 4th axis for 4-D inputs (e.g. 0 = T2 of MSD prostate); a 4-D file with
+            a single channel needs none.
+
+    Returns:
+        ``(image (H0, W0, D) float32, nibabel image)``.
+
+    Raises:
+        InputError: unreadable file, wrong dimensionality, non-finite voxels, missing/zero spacing.
+    """
+    vol = load_nifti(path, ndims=(3, 4), what="image")
+    data = np.asarray(vol.data)
+    if data.ndim == 4:
+        if channel is None:
+            if data.shape[3] != 1:
+                raise InputError(f"{path}: 4-D image with {data.shape[3]} channels {data.shape}; "
+                                 f"choose one with --channel")
+            channel = 0
+        if not 0 <= channel < data.shape[3]:
+            raise InputError(f"--channel={channel}: {path} has {data.shape[3]} channels")
+        data = data[..., channel]
+    elif channel not in (None, 0):
+        raise InputError(f"--channel={channel}: {path} is a 3-D image")
+    if not np.issubdtype(data.dtype, np.number):
+        raise InputError(f"{path}: image voxel type {data.dtype} is not numeric")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: image contains NaN/Inf voxels")
+    return data.astype(np.float32), nib.load(str(path))
+
+
+def segment_volume(predictor: Predictor, cfg: Any, image: np.ndarray, spacing: tuple[float, ...],
+                   n4: bool = False, chunk: int = CHUNK) -> np.ndarray:
+    """Labels ``(H0, W0, D)`` int16 of a raw image ``(H0, W0, D)`` with voxel size ``spacing`` (mm)."""
+    from data.preprocess import preprocess_volume
+
+    pre, _, meta = preprocess_volume(image, spacing, cfg, n4=n4)  # (D, H, W)
+    labels, _ = predict_native(predictor, pre, meta, chunk)  # (H0, W0, D)
+    return labels
+
+
+def segment_file(predictor: Predictor, cfg: Any, in_path: str | os.PathLike, out_path: str | os.PathLike,
+                 n4: bool = False, channel: int | None = None, chunk: int = CHUNK) -> np.ndarray:
+    """Segment one NIfTI file and write the labels with the input's affine and header.
+
+    Returns:
+        The label volume ``(H0, W0, D)`` int16.
+    """
+    image, img = read_input_volume(in_path, channel)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise InputError(f"{in_path}: voxel spacing missing or invalid in the header {zooms}")
+    labels = segment_volume(predictor, cfg, image, zooms, n4=n4, chunk=chunk)
+    header = img.header.copy()
+    header.set_data_dtype(np.int16)
+    out = nib.Nifti1Image(labels, img.affine, header)
+    out.header.set_slope_inter(1.0, 0.0)
+    atomic_save_nifti(out, out_path)
+    return labels
+
+
+def plan_outputs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Pairs ``(input file, output file)``: a file -> a file, or a folder -> a folder (same names).
+
+    Raises:
+        InputError: missing input, folder without NIfTI files, a file output for a folder input, an
+            output that would overwrite an input.
+    """
+    src, dst = Path(input_path), Path(output_path)
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.is_file() and is_nifti_name(p.name))
+        if not files:
+            raise InputError(f"--input={src}: folder contains no .nii/.nii.gz files")
+        if dst.exists() and not dst.is_dir():
+            raise InputError(f"--output={dst}: must be a folder when --input is a folder")
+        if dst.resolve() == src.resolve():
+            raise InputError(f"--output={dst}: same folder as --input; inputs are never overwritten")
+        return [(f, dst / f.name) for f in files]
+    if not src.exists():
+        raise InputError(f"--input={src}: no such file or folder")
+    if not is_nifti_name(src.name):
+        raise InputError(f"--input={src}: expected a .nii or .nii.gz file")
+    if dst.is_dir():
+        dst = dst / src.name
+    if not is_nifti_name(dst.name):
+        raise InputError(f"--output={dst}: expected a .nii or .nii.gz file name")
+    if dst.resolve() == src.resolve():
+        raise InputError(f"--output={dst}: same file as --input; inputs are never overwritten")
+    return [(src, dst)]

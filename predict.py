@@ -1,0 +1,76 @@
+"""Segment NIfTI volumes with a trained model (workdir, .weights.h5 or SavedModel).
+
+The input gets the training preprocessing of the dataset config (normalization, in-plane
+resampling, crop/pad; N4 if the training data used it), the network predicts every slice, and the
+probabilities are mapped back to the input grid. The output is an int16 label volume with the
+input's affine and header.
+
+Examples:
+    python predict.py --model runs/joint --input patient001_frame01.nii.gz --output seg.nii.gz
+    python predict.py --model exported/plc --dataset acdc --input scans/ --output segs/
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+from data.errors import InputError, run_main
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Workdir, .weights.h5 file, or SavedModel (version or base folder).")
+flags.DEFINE_string("input", None, "A .nii/.nii.gz file or a folder of them.")
+flags.DEFINE_string("output", None, "Output file (for a file input) or folder (for a folder input).")
+flags.DEFINE_string("dataset", None, "Dataset config for the preprocessing (default: recorded with the model).")
+flags.DEFINE_enum("n4", "auto", ["auto", "true", "false"],
+                  "N4 bias correction before normalization; auto = as the model's training data.")
+flags.DEFINE_integer("channel", None, "Channel of a 4-D input to segment (e.g. 0 = T2 for MSD prostate).")
+
+
+def _training_n4(model_path: str) -> bool:
+    """Whether the model's training data was N4-corrected (workdir config data_dir or SavedModel metadata)."""
+    from evaluation.export import METADATA_PATH, latest_version
+    from evaluation.inference import config_value, is_saved_model, workdir_config
+
+    p = Path(model_path)
+    if is_saved_model(p):
+        version = p if (p / "saved_model.pb").is_file() else latest_version(p)
+        meta_path = version / METADATA_PATH
+        return bool(json.loads(meta_path.read_text()).get("n4", False)) if meta_path.is_file() else False
+    data_dir = config_value(workdir_config(p), "data_dir")
+    ds_json = Path(str(data_dir)) / "dataset.json" if data_dir else None
+    if ds_json is not None and ds_json.is_file():
+        return bool(json.loads(ds_json.read_text()).get("n4", False))
+    return False
+
+
+def main(argv: list[str]) -> None:
+    """Segment every input file and report where the outputs went."""
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("model", "input", "output"):
+        if not getattr(FLAGS, name):
+            raise InputError(f"--{name} is required")
+    import configs
+    from evaluation.inference import as_predictor, load_model_and_dataset
+    from evaluation.segment import plan_outputs, segment_file
+
+    jobs = plan_outputs(FLAGS.input, FLAGS.output)
+    model, dataset = load_model_and_dataset(FLAGS.model, FLAGS.dataset)
+    if dataset is None:
+        raise InputError("--dataset: unknown for this model (no config.json or metadata); pass --dataset")
+    cfg = configs.get_config(str(dataset))
+    n4 = _training_n4(FLAGS.model) if FLAGS.n4 == "auto" else FLAGS.n4 == "true"
+    predictor = as_predictor(model)
+    for src, dst in jobs:
+        t0 = time.time()
+        labels = segment_file(predictor, cfg, src, dst, n4=n4, channel=FLAGS.channel)
+        counts = ", ".join(f"{s} {int((labels == c).sum())}" for c, s in enumerate(cfg.struct_names, start=1))
+        print(f"{src} -> {dst}: shape {labels.shape}, voxels per structure: {counts} "
+              f"({time.time() - t0:.1f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(run_main(main))

@@ -1,0 +1,123 @@
+"""Tests of evaluation.inference, evaluation.evaluator and the evaluate.py script."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import configs
+from data import store
+from data.errors import InputError
+from evaluation import inference
+from evaluation.evaluator import run_evaluation
+from evaluation.metrics import dice_per_class
+from tests import _eval_data as ed
+
+REPO = Path(__file__).resolve().parents[1]
+VAL_IDS = ("027", "028", "029", "030")  # validation ids of the synthetic split tr1/c1
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return ed.write_preprocessed(tmp_path_factory.mktemp("pp") / "data", VAL_IDS)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return configs.get_config("synthetic")
+
+
+def test_predict_volume_chunks_match_single_pass():
+    model = ed.random_unet(1)
+    image = np.random.default_rng(0).random((23, 64, 64)).astype(np.float32)
+    calls = []
+
+    def counting(x):
+        calls.append(x.shape[0])
+        return inference.keras_predictor(model)(x)
+
+    probs = inference.predict_volume(counting, image, chunk=20)
+    assert calls == [20, 3] and probs.shape == (23, 64, 64, 4)
+    import tensorflow as tf
+
+    ref = tf.nn.softmax(model(image[..., None], training=False)).numpy()  # inference-mode BN
+    np.testing.assert_allclose(probs, ref, atol=2e-5)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert inference.keras_predictor(model) is inference.keras_predictor(model)  # cached, no retrace
+    with pytest.raises(InputError, match="volume"):
+        inference.predict_volume(counting, image[0])
+
+
+def test_evaluate_volumes_oracle_native_dice(data_dir, cfg):
+    res = inference.evaluate_volumes(ed.oracle_predictor, data_dir, VAL_IDS, cfg)
+    assert res.dice.shape == (4, 4) and res.ids == VAL_IDS
+    # The only loss is the resampling round trip (2.5 mm grid vs ~3 mm native grid).
+    assert res.mean_dice > 0.9, res.dice
+    np.testing.assert_allclose(res.mean_dice, np.mean(res.volume_scores))
+    np.testing.assert_allclose(res.volume_scores, np.nanmean(res.dice[:, 1:], axis=1))
+
+
+def test_evaluate_volumes_empty_prediction(data_dir, cfg):
+    def background(x):
+        return ed.oracle_predictor(np.zeros_like(x))
+
+    res = inference.evaluate_volumes(background, data_dir, VAL_IDS[:1], cfg)
+    np.testing.assert_array_equal(res.dice[0, 1:], 0.0)  # missed structures score 0
+    assert res.mean_dice == 0.0
+
+
+def test_run_evaluation_outputs(tmp_path, data_dir, cfg):
+    out = tmp_path / "eval"
+    summary = run_evaluation(ed.oracle_predictor, data_dir, VAL_IDS, cfg, out, num_plot_volumes=2,
+                             extra={"dataset": "synthetic", "split": "val"}, verbose=False)
+    assert summary["n_volumes"] == 4 and summary["dataset"] == "synthetic"
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "dice_boxplot.png", "overlay_027.png", "overlay_028.png"]
+    rows = list(csv.DictReader((out / "per_volume.csv").read_text().splitlines()))
+    assert [r["id"] for r in rows] == list(VAL_IDS)
+    for row, vid in zip(rows, VAL_IDS):
+        native = store.load_native_label(data_dir, vid)
+        pred = nib.load(str(out / "predictions" / f"{vid}.nii.gz"))
+        np.testing.assert_array_equal(pred.affine, native.affine)
+        assert pred.header.get_zooms() == native.header.get_zooms()
+        assert pred.get_data_dtype() == np.int16 and pred.shape == native.shape
+        dice = dice_per_class(np.asarray(native.dataobj), np.asarray(pred.dataobj), 4)
+        for c, s in enumerate(cfg.struct_names, start=1):
+            assert float(row[f"dice_{s}"]) == pytest.approx(dice[c], abs=1e-6)
+        # boundaries differ by at most about one native voxel (spacing 3.0 x 2.8 x 8 mm)
+        assert 0.0 <= float(row["hd95_mm_lv"]) <= 3.0 + 1e-6
+        assert float(row["hd95_vox_lv"]) <= 1.0 + 1e-6
+    assert summary["overall"]["dice"]["mean"] > 0.9
+
+
+def test_evaluate_script(tmp_path, data_dir):
+    wd = ed.write_workdir(tmp_path / "wd", ed.random_unet(2), data_dir)
+    proc = subprocess.run([sys.executable, "evaluate.py", f"--workdir={wd}", "--split=val", "--num_plot_volumes=1",
+                           f"--export_dir={tmp_path / 'export'}"],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = wd / "eval_val"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ids"] == list(VAL_IDS)  # resolved from the workdir's split (tr1/c1)
+    assert summary["split"] == "val" and summary["no_of_tr_imgs"] == "tr1"
+    assert (out / "plots" / "training_curves.png").is_file()
+    assert (out / "plots" / "overlay_027.png").is_file()
+    assert len(list((out / "predictions").glob("*.nii.gz"))) == 4
+    assert "mean" in proc.stdout and "Dice" in proc.stdout
+    assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
+    meta = json.loads((tmp_path / "export" / "1" / "assets.extra" / "plc_metadata.json").read_text())
+    assert meta["dataset"] == "synthetic" and meta["num_classes"] == 4 and meta["n4"] is False
+
+
+def test_evaluate_script_errors(tmp_path):
+    proc = subprocess.run([sys.executable, "evaluate.py", f"--workdir={tmp_path / 'none'}"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --workdir=")
