@@ -95,7 +95,8 @@ def pseudo_label_local_contrastive_loss(
             plain mean equals the scalar.
 
     Returns:
-        Scalar loss, or ``(B,)`` per-pair losses for ``reduction="none"``; dtype of ``embeddings``.
+        Scalar loss, or ``(B,)`` per-pair losses for ``reduction="none"``; dtype of ``embeddings``
+        (float32 for half-precision embeddings, which are upcast).
 
     Raises:
         InputError: inconsistent static shapes, unknown ``reduction``, or
@@ -106,6 +107,8 @@ def pseudo_label_local_contrastive_loss(
     if replicate_original_weighting and reduction != "mean":
         raise InputError("replicate_original_weighting only supports reduction='mean'")
     embeddings = tf.convert_to_tensor(embeddings)
+    if embeddings.dtype in (tf.float16, tf.bfloat16):
+        embeddings = tf.cast(embeddings, tf.float32)  # exp/log-sum-exp and the mask constant need float32
     dtype = embeddings.dtype
     labels = tf.cast(labels, dtype)
     anchor_yx = tf.cast(anchor_yx, tf.int32)

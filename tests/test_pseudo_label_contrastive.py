@@ -200,6 +200,22 @@ def test_xla_matches_eager():
         np.testing.assert_allclose(xla_grad.numpy(), eager_grad.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_dynamic_shapes_and_half_precision():
+    rng = np.random.default_rng(23)
+    emb, lab, yx, valid = _random_case(rng, 2, 3, 2, 4)
+    fn = tf.function(
+        pseudo_label_local_contrastive_loss,
+        input_signature=[tf.TensorSpec([None, None, None, 4], tf.float32), tf.TensorSpec([None, None, None, 3]),
+                         tf.TensorSpec([None, 2, None, 2], tf.int32), tf.TensorSpec([None, 2, None], tf.bool)],
+    )
+    want, _ = reference_plc_loss(emb, lab, yx, valid)
+    got = fn(emb.astype(np.float32), lab.astype(np.float32), yx, valid)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
+    got16 = _loss(emb.astype(np.float16), lab.astype(np.float16), yx, valid)
+    assert got16.dtype == tf.float32
+    np.testing.assert_allclose(got16.numpy(), want, rtol=1e-2)
+
+
 def _grad(emb, lab, yx, valid, **kw):
     x = tf.constant(emb)
     with tf.GradientTape() as tape:
