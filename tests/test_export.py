@@ -1,0 +1,97 @@
+"""SavedModel export: reload in a fresh process without the project, saved_model_cli show / run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.errors import InputError
+from evaluation import export
+from tests import _eval_data as ed
+
+SAVED_MODEL_CLI = str(Path(sys.executable).with_name("saved_model_cli"))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    model = ed.random_unet(3, num_classes=3)
+    x = np.random.default_rng(1).normal(0.4, 0.3, (3, 64, 96, 1)).astype(np.float32)
+    # the BN moving statistics are not the initial ones, so a loader that lost them would differ
+    assert not np.allclose(model.get_layer("enc_c1_a_bn").moving_mean.numpy(), 0.0)
+    fresh = ed.random_unet(3, num_classes=3)
+    for v in fresh.non_trainable_variables:  # same weights, initial BN statistics (0 mean, 1 var)
+        v.assign(np.zeros(v.shape) if "mean" in v.path else np.ones(v.shape))
+    logits = model(x, training=False).numpy()  # (3, 64, 96, 3)
+    assert not np.allclose(logits, fresh(x, training=False).numpy(), atol=1e-3)
+    path = export.export_saved_model(model, root / "plc", {"dataset": "synthetic"})
+    np.save(root / "x.npy", x)
+    return root, path, x, tf.nn.softmax(logits).numpy(), np.argmax(logits, -1)
+
+
+def test_layout_and_versions(exported):
+    root, path, *_ = exported
+    assert path == root / "plc" / "1"
+    assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
+    meta = json.loads((path / export.METADATA_PATH).read_text())
+    assert meta["num_classes"] == 3 and meta["dataset"] == "synthetic" and meta["input"] == "images"
+    assert export.next_version(root / "plc") == 2
+    assert export.latest_version(root / "plc") == path
+    (root / "plc" / "7").mkdir()  # empty folder: not a model, but its number is taken
+    (root / "plc" / "abc").mkdir()
+    assert export.next_version(root / "plc") == 8
+    assert export.latest_version(root / "plc") == path
+    assert export.next_version(root / "new") == 1
+    with pytest.raises(InputError, match="already exists"):
+        export.export_saved_model(ed.random_unet(0, 3), root / "plc", version=1)
+
+
+def test_fresh_process_reload_matches_keras(exported):
+    root, path, x, probs, labels = exported
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, tensorflow as tf
+        assert not any(m.split('.')[0] in ('evaluation', 'models', 'data', 'configs') for m in sys.modules)
+        sig = tf.saved_model.load({str(path)!r}).signatures['serving_default']
+        out = sig(images=tf.constant(np.load({str(root / 'x.npy')!r})))
+        np.save({str(root / 'p.npy')!r}, out['probabilities'].numpy())
+        np.save({str(root / 'l.npy')!r}, out['labels'].numpy())
+        try:
+            sig(images=tf.zeros((1, 48, 64, 1)))
+            print('NO ERROR')
+        except tf.errors.InvalidArgumentError as e:
+            print('REFUSED', 'multiple of 32' in str(e))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "REFUSED True" in proc.stdout
+    p = np.load(root / "p.npy")
+    lab = np.load(root / "l.npy")
+    assert p.shape == (3, 64, 96, 3) and p.dtype == np.float32
+    assert lab.shape == (3, 64, 96) and lab.dtype == np.int32
+    np.testing.assert_allclose(p, probs, atol=1e-5)
+    np.testing.assert_array_equal(lab, labels)
+
+
+def test_saved_model_cli_show_and_run(exported):
+    root, path, x, probs, labels = exported
+    show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", str(path), "--all"], capture_output=True, text=True,
+                          env=ENV)
+    assert show.returncode == 0, show.stderr[-3000:]
+    assert "signature_def['serving_default']" in show.stdout
+    assert "inputs['images']" in show.stdout and "outputs['probabilities']" in show.stdout
+    assert "shape: (-1, -1, -1, 1)" in show.stdout
+    # `run` uses the TF1 session loader, as TF Serving does: BN statistics must survive it.
+    run = subprocess.run([SAVED_MODEL_CLI, "run", "--dir", str(path), "--tag_set", "serve", "--signature_def",
+                          "serving_default", "--inputs", f"images={root / 'x.npy'}", "--outdir",
+                          str(root / "cli"), "--overwrite"], capture_output=True, text=True, env=ENV)
+    assert run.returncode == 0, run.stderr[-3000:]
+    np.testing.assert_allclose(np.load(root / "cli" / "probabilities.npy"), probs, atol=1e-5)
+    np.testing.assert_array_equal(np.load(root / "cli" / "labels.npy"), labels)
