@@ -161,13 +161,13 @@ def pseudo_label_local_contrastive_loss(
 
     per_image = tf.reduce_sum(terms, axis=[1, 2])  # (2B,)
     pair_sums = per_image[:num_pairs] + per_image[num_pairs:]  # (B,) = S_k
-    per_anchor = tf.cast(num_samples * num_fg * (2 if inter_image else 1), dtype)  # D
+    norm_d = tf.cast(num_samples * num_fg * (2 if inter_image else 1), dtype)  # D = P(C-1) or 2P(C-1)
     if replicate_original_weighting:
         # acc = (acc + S_k) / D for k = 0..B-1, then / B  <=>  weight of pair k is D^-(B-k) / B.
         k = tf.cast(tf.range(num_pairs), dtype)  # (B,)
-        weights = tf.pow(per_anchor, k - tf.cast(num_pairs, dtype))  # (B,)
+        weights = tf.pow(norm_d, k - tf.cast(num_pairs, dtype))  # (B,)
         return tf.reduce_sum(weights * pair_sums) / tf.cast(num_pairs, dtype)
-    per_pair = pair_sums / per_anchor  # (B,)
+    per_pair = pair_sums / norm_d  # (B,)
     if reduction == "none":
         return per_pair
     return tf.reduce_mean(per_pair)
