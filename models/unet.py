@@ -115,6 +115,20 @@ def build_unet(num_classes: int, image_size: tuple[int | None, int | None] = (No
     return keras.Model(x_in, logits, name=name)
 
 
+def decoder_block_prefixes(num_blocks: int) -> tuple[str, ...]:
+    """Layer-name prefixes of decoder blocks 1..``num_blocks`` (for transfer after decoder pre-training).
+
+    Example: ``decoder_block_prefixes(3) == ("dec_dc6", "dec_c5_", "dec_dc5", "dec_c4_", "dec_dc4", "dec_c3_")``.
+    """
+    if not 0 <= int(num_blocks) <= 5:
+        raise ValueError(f"num_blocks must be in 0..5, got {num_blocks}")
+    prefixes: list[str] = []
+    for block in range(1, int(num_blocks) + 1):
+        level = 6 - block
+        prefixes += [f"dec_dc{level + 1}", f"dec_c{level}_"]
+    return tuple(prefixes)
+
+
 def endpoints_model(unet: keras.Model, names: Sequence[str] | str, name: str | None = None) -> keras.Model:
     """A model sharing ``unet``'s layers that outputs the named layer outputs.
 

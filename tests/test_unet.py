@@ -118,3 +118,16 @@ def test_synchronized_bn_flag():
     bns = [layer for layer in model.layers if layer.name.endswith("_bn")]
     assert len(bns) == 12 + 14 + 2 and all(layer.synchronized for layer in bns)
     assert not any(layer.synchronized for layer in build_unet(2, (32, 32)).layers if layer.name.endswith("_bn"))
+
+
+def test_decoder_block_prefixes(unet4):
+    from models.unet import decoder_block_prefixes
+    assert decoder_block_prefixes(3) == ("dec_dc6", "dec_c5_", "dec_dc5", "dec_c4_", "dec_dc4", "dec_c3_")
+    assert decoder_block_prefixes(0) == ()
+    dec_layers = {layer.name for layer in unet4.layers if layer.name.startswith("dec_") and layer.weights}
+    covered = {n for n in dec_layers if any(n.startswith(p) for p in decoder_block_prefixes(5))}
+    assert covered == dec_layers
+    block1 = {n for n in dec_layers if any(n.startswith(p) for p in decoder_block_prefixes(1))}
+    assert block1 == {f"{b}_{s}" for b in ("dec_dc6", "dec_c5_a", "dec_c5_b") for s in ("conv", "bn")}
+    with pytest.raises(ValueError):
+        decoder_block_prefixes(6)
