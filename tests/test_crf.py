@@ -161,5 +161,7 @@ def test_shape_errors_and_workers():
     assert crf.crf_volume(np.zeros((0, 4, 4, 2), np.float32), np.zeros((0, 4, 4)), NO_PAIRWISE).shape == (0, 4, 4)
     assert crf.resolve_workers(None) >= 1
     assert crf.resolve_workers(3) == 3
-    with pytest.raises(InputError, match="workers"):
-        crf.resolve_workers(0)
+    assert crf.resolve_workers(0) == crf.resolve_workers(None)
+    for bad in (-1, 1.5):
+        with pytest.raises(InputError, match="workers"):
+            crf.resolve_workers(bad)

@@ -137,14 +137,14 @@ def _crf_block(probs: np.ndarray, image: np.ndarray, params: CRFParams) -> np.nd
 
 
 def resolve_workers(workers: int | None) -> int:
-    """Number of CRF worker processes: ``None`` means every CPU core this process may use."""
-    if workers is None:
+    """Number of CRF worker processes: ``None`` or 0 means every CPU core this process may use."""
+    if workers is None or workers == 0:
         try:
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # not Linux
             return max(1, os.cpu_count() or 1)
     if int(workers) != workers or workers < 1:
-        raise InputError(f"workers: expected a positive integer, got {workers!r}")
+        raise InputError(f"workers: expected a positive integer (0 = all cores), got {workers!r}")
     return int(workers)
 
 

@@ -124,7 +124,7 @@ def generate_pseudo_labels(
         tta_filter: apply the TTA agreement filter (``--test_aug_overlap 1``).
         f1_threshold: keep a volume when its agreement is > this (``--test_f1_threshold``).
         seed: seed of the TTA augmentations (per volume, combined with the volume id).
-        workers: CRF processes (``None`` = all cores, 1 = inline).
+        workers: CRF processes (``None`` or 0 = all cores, 1 = inline).
         progress: show a progress bar (only on a terminal).
         data_dir: preprocessed data directory; when given, the affine of
             ``<data_dir>/<id>/image.nii.gz`` is copied into the pseudo-label files (otherwise it
