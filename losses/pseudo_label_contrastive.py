@@ -226,7 +226,9 @@ def sample_anchors(
     if labels.ndim != 3 or labels.shape[0] % 2:
         raise InputError(f"sample_anchors: labels must be (2B, H, W) with 2B even, got shape {labels.shape}")
     if num_classes < 2 or num_samples < 1:
-        raise InputError(f"sample_anchors: need num_classes >= 2 and num_samples >= 1, got {num_classes}, {num_samples}")
+        raise InputError(
+            f"sample_anchors: need num_classes >= 2 and num_samples >= 1, got {num_classes}, {num_samples}"
+        )
     n, h, w = labels.shape
     b = n // 2
     flat = labels.reshape(n, h * w)  # (2B, HW)
