@@ -467,6 +467,19 @@ def crop_params_for_size(h: int, w: int, reference: int = 192) -> dict[str, obje
     }
 
 
+def check_crop_params(
+    h: int, w: int, bbox_dim: int, bbox_dim_y: int, offset_range: tuple[int, int]
+) -> None:
+    """Raise ``InputError`` unless every crop drawn with these parameters is non-empty on (h, w)."""
+    lo, hi = int(offset_range[0]), int(offset_range[1])
+    if not 0 <= lo < hi or hi - 1 >= min(h, w) or bbox_dim < 1 or bbox_dim_y < 1:
+        raise InputError(
+            f"crop parameters offset_range={tuple(offset_range)}, bbox_dim={bbox_dim}, bbox_dim_y={bbox_dim_y} "
+            f"give empty crops on {h}x{w} images (need 0 <= low < high <= min(H, W) and boxes >= 1; "
+            f"data.augment.crop_params_for_size({h}, {w}) gives scaled originals)"
+        )
+
+
 def _crop_axis(start: tf.Tensor, length: tf.Tensor, out_len: int):
     """Interpolation indices/weights of ``resize(crop, out_len, order=1, mode='reflect')`` on one axis.
 
@@ -531,12 +544,8 @@ def crop_and_resize(
     """
     images = tf.convert_to_tensor(images, tf.float32)
     h, w = _static_hw(images, "crop_and_resize images")
+    check_crop_params(h, w, bbox_dim, bbox_dim_y, offset_range)
     lo, hi = int(offset_range[0]), int(offset_range[1])
-    if not 0 <= lo < hi or hi - 1 >= min(h, w) or bbox_dim < 1 or bbox_dim_y < 1:
-        raise InputError(
-            f"crop_and_resize: offset_range={offset_range}, bbox_dim={bbox_dim}, bbox_dim_y={bbox_dim_y} "
-            f"give empty crops on {h}x{w} images (need 0 <= low < high <= min(H, W) and boxes >= 1)"
-        )
     n = tf.shape(images)[0]
     x, y = crop_draws(seed, n, (lo, hi))
     rows_len = tf.minimum(bbox_dim, h - x)  # (N,) truncated at the border like NumPy slicing
