@@ -121,6 +121,7 @@ def global_contrastive_loss(z: tf.Tensor, exp_no: int, bt_size: int, n_parts: in
     """
     anchor, positive, neg_mask, divisor = global_index_tables(exp_no, bt_size, n_parts)
     n = neg_mask.shape[1]
+    z = tf.convert_to_tensor(z)
     if z.shape.rank != 2:
         raise ValueError(f"z must be (N, D), got shape {z.shape}")
     if z.shape[0] is not None and z.shape[0] != n:

@@ -148,6 +148,7 @@ def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 
         num_negatives = MAX_NEGATIVES if exp_no == 0 else MAX_NEGATIVES - 1
     if not 1 <= int(num_negatives) <= MAX_NEGATIVES:
         raise InputError(f"number of negative local regions must be in 1..{MAX_NEGATIVES}, got {num_negatives}")
+    features = tf.convert_to_tensor(features)
     if features.shape.rank != 4 or features.shape[1] is None or features.shape[2] is None:
         raise ValueError(f"features must be (N, h, w, ch) with static h, w; got {features.shape}")
     n = features.shape[0]
