@@ -7,7 +7,9 @@ scikit-image, then centre crop (``start = (x - nx) // 2``) or centre zero-pad
 Inverse (for predictions): paste the network output into a zero array of the rescaled size
 (undo the crop) or cut its centre (undo the pad), resize the class probabilities to the native
 in-plane size with linear interpolation (no anti-aliasing), and take the argmax. Pixels outside a
-crop get all-zero probabilities, i.e. background after the argmax, as in the originals.
+crop get all-zero probabilities, i.e. background after the argmax, as in the originals. The
+resize uses ``mode='constant'`` (as the originals), so native pixels beyond the outermost
+rescaled pixel centre are blended with 0 for every class alike; the argmax is unaffected.
 
 The ``meta`` dict written by ``data.preprocess`` (``meta.json``) carries ``native_shape``
 ``[H0, W0, D]``, ``rescaled_shape`` ``[x, y]`` and ``image_size`` ``[nx, ny]``.

@@ -55,6 +55,7 @@ def load_nifti(path: str | os.PathLike, ndims: Sequence[int] = (3,), what: str =
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = msg.replace(f'"{path}"', "it").replace(str(path), "it")
         raise InputError(f"{path}: cannot read {what} as NIfTI (truncated or corrupt?): {msg}") from None
     if data.ndim not in tuple(ndims):
         allowed = " or ".join(str(n) for n in ndims)

@@ -49,7 +49,7 @@ GROUP_PARAMS = {
     "DCM": dict(r_endo=(28.0, 33.0), wall=(5.0, 6.5), contraction=(0.85, 0.93), rv_size=(0.9, 1.2), rv_contraction=(0.75, 0.9)),
     "HCM": dict(r_endo=(15.0, 19.0), wall=(12.0, 16.0), contraction=(0.45, 0.58), rv_size=(0.8, 1.0), rv_contraction=(0.55, 0.7)),
     "MINF": dict(r_endo=(25.0, 30.0), wall=(6.5, 8.0), contraction=(0.78, 0.88), rv_size=(0.9, 1.1), rv_contraction=(0.6, 0.75)),
-    "RV": dict(r_endo=(20.0, 24.0), wall=(7.0, 9.0), contraction=(0.60, 0.70), rv_size=(1.45, 1.8), rv_contraction=(0.8, 0.92)),
+    "RV": dict(r_endo=(20.0, 24.0), wall=(7.0, 9.0), contraction=(0.60, 0.70), rv_size=(1.35, 1.65), rv_contraction=(0.8, 0.92)),
 }
 
 # Tissue codes (painted in this order; later ones cover earlier ones).
@@ -92,7 +92,7 @@ class _Anatomy:
         self.X, self.Y = np.meshgrid(x, y, indexing="ij")  # (H0, W0) mm
         fov = (h0 * spacing, w0 * spacing)
         # heart pose
-        self.centre = (rng.uniform(-12, 12), rng.uniform(-12, 12))
+        self.centre = (rng.uniform(-8, 8), rng.uniform(-8, 8))
         theta = rng.uniform(-math.radians(60), math.radians(60))
         mirror = -1.0 if rng.random() < 0.3 else 1.0
         dx, dy = self.X - self.centre[0], self.Y - self.centre[1]
