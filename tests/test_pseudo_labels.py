@@ -186,9 +186,12 @@ def test_all_rejected_returns_empty_kept_list(tmp_path):
 
 def test_errors(tmp_path):
     vols = _volumes()
+    pl.generate_pseudo_labels(threshold_model, vols, FakeConfig(), tmp_path, crf=False, progress=False)
+    assert (tmp_path / "manifest.json").exists()
     with pytest.raises(InputError, match="shape"):
         pl.generate_pseudo_labels(lambda x: np.ones(x.shape[:3] + (2,), np.float32) / 2, vols, FakeConfig(),
                                   tmp_path, crf=False, progress=False)
+    assert not (tmp_path / "manifest.json").exists()  # an interrupted run leaves no manifest
     with pytest.raises(InputError, match="not finite"):
         pl.generate_pseudo_labels(lambda x: np.full(x.shape[:3] + (C,), np.nan, np.float32), vols, FakeConfig(),
                                   tmp_path, crf=False, progress=False)

@@ -7,7 +7,8 @@ For every unlabeled volume (preprocessed geometry, target resolution, as 9.3.13)
 3. label = argmax, or the dense-CRF refinement of the softmax (:mod:`training.crf`, parameters
    ``cfg.crf_params``) when ``crf=True`` (the default of the port, as the originals);
 4. ``out_dir/<id>.nii.gz`` (int16, (H, W, D), same geometry as ``<data_dir>/<id>/image.nii.gz``)
-   and, last, ``out_dir/manifest.json``. Every file is written atomically.
+   and, last, ``out_dir/manifest.json``. Every file is written atomically, and an old manifest is
+   deleted first, so a manifest exists only for a completed, consistent directory.
 
 If every volume is rejected the manifest simply has an empty ``kept`` list (the originals crashed,
 9.3.10); the caller decides what to do.
@@ -140,6 +141,8 @@ def generate_pseudo_labels(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The manifest is written last: its presence means the directory is complete and consistent.
+    (out_dir / MANIFEST).unlink(missing_ok=True)
     num_classes = int(cfg.num_classes)
     params = crf_lib.CRFParams.from_sequence(cfg.crf_params) if crf else None
     n_workers = crf_lib.resolve_workers(workers)
