@@ -28,6 +28,23 @@ def is_nifti_name(name: str) -> bool:
     return name.endswith(NIFTI_SUFFIXES)
 
 
+def _check_raw_spacing(path: str | os.PathLike) -> None:
+    """Refuse a header whose in-plane/slice spacing is zero or not finite.
+
+    nibabel silently replaces zero ``pixdim`` entries by 1 when it loads a file, which would
+    resample the volume as if it had 1 mm voxels; the raw header is read unchecked to catch that.
+    """
+    try:
+        with nib.openers.ImageOpener(str(path)) as f:
+            header = nib.Nifti1Header.from_fileobj(f, check=False)
+    except Exception:  # unreadable files are reported by load_nifti with the full reason
+        return
+    ndim = int(header["dim"][0])
+    pixdim = [float(v) for v in header["pixdim"][1:1 + min(max(ndim, 1), 3)]]
+    if not all(np.isfinite(v) and v != 0 for v in pixdim):
+        raise InputError(f"{path}: voxel spacing missing or invalid in the header (pixdim {pixdim})")
+
+
 def read_input_volume(path: str | os.PathLike, channel: int | None = None) -> tuple[np.ndarray, Any]:
     """Load a 3-D NIfTI image (or one channel of a 4-D one) with checks.
 
@@ -42,6 +59,7 @@ def read_input_volume(path: str | os.PathLike, channel: int | None = None) -> tu
     Raises:
         InputError: unreadable file, wrong dimensionality, non-finite voxels, missing/zero spacing.
     """
+    _check_raw_spacing(path)
     vol = load_nifti(path, ndims=(3, 4), what="image")
     data = np.asarray(vol.data)
     if data.ndim == 4:

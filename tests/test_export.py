@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import configs
+
 from data.errors import InputError
 from evaluation import export
 from tests import _eval_data as ed
@@ -34,11 +36,11 @@ def exported(tmp_path_factory):
     assert not np.allclose(logits, fresh(x, training=False).numpy(), atol=1e-3)
     path = export.export_saved_model(model, root / "plc", {"dataset": "synthetic"})
     np.save(root / "x.npy", x)
-    return root, path, x, tf.nn.softmax(logits).numpy(), np.argmax(logits, -1)
+    return root, path, x, tf.nn.softmax(logits).numpy(), np.argmax(logits, -1), model
 
 
 def test_layout_and_versions(exported):
-    root, path, *_ = exported
+    root, path, *_, model = exported
     assert path == root / "plc" / "1"
     assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
     meta = json.loads((path / export.METADATA_PATH).read_text())
@@ -51,11 +53,11 @@ def test_layout_and_versions(exported):
     assert export.latest_version(root / "plc") == path
     assert export.next_version(root / "new") == 1
     with pytest.raises(InputError, match="already exists"):
-        export.export_saved_model(ed.random_unet(0, 3), root / "plc", version=1)
+        export.export_saved_model(model, root / "plc", version=1)
 
 
 def test_fresh_process_reload_matches_keras(exported):
-    root, path, x, probs, labels = exported
+    root, path, x, probs, labels, _ = exported
     script = textwrap.dedent(f"""
         import sys, numpy as np, tensorflow as tf
         assert not any(m.split('.')[0] in ('evaluation', 'models', 'data', 'configs') for m in sys.modules)
@@ -81,7 +83,7 @@ def test_fresh_process_reload_matches_keras(exported):
 
 
 def test_saved_model_cli_show_and_run(exported):
-    root, path, x, probs, labels = exported
+    root, path, x, probs, labels, _ = exported
     show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", str(path), "--all"], capture_output=True, text=True,
                           env=ENV)
     assert show.returncode == 0, show.stderr[-3000:]
@@ -95,3 +97,19 @@ def test_saved_model_cli_show_and_run(exported):
     assert run.returncode == 0, run.stderr[-3000:]
     np.testing.assert_allclose(np.load(root / "cli" / "probabilities.npy"), probs, atol=1e-5)
     np.testing.assert_array_equal(np.load(root / "cli" / "labels.npy"), labels)
+
+
+def test_in_process_predictor_and_segmentation_agree(exported, tmp_path):
+    from evaluation import inference, segment
+    from tests.test_predict import write_raw
+
+    root, path, x, probs, labels, model = exported
+    loaded, dataset = inference.load_model_and_dataset(str(root / "plc"))  # base folder -> latest version
+    assert dataset == "synthetic"
+    np.testing.assert_allclose(loaded(x), probs, atol=1e-5)
+    write_raw(tmp_path / "in.nii.gz", seed=1)
+    cfg = configs.get_config("synthetic")
+    a = segment.segment_file(inference.as_predictor(model), cfg, tmp_path / "in.nii.gz", tmp_path / "a.nii.gz")
+    b = segment.segment_file(loaded, cfg, tmp_path / "in.nii.gz", tmp_path / "b.nii.gz")
+    assert a.shape == (45, 52, 3)
+    np.testing.assert_array_equal(a, b)

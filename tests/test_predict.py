@@ -1,0 +1,120 @@
+"""Tests of evaluation.segment and the predict.py / ``python -m evaluation.export`` scripts."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import configs
+from data.errors import InputError
+from evaluation import segment
+from evaluation.metrics import dice_per_class
+from tests import _eval_data as ed
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+CFG = configs.get_config("synthetic")
+
+
+def write_raw(path: Path, seed: int = 0, shape=(45, 52, 3)) -> tuple[np.ndarray, nib.Nifti1Image]:
+    image, label, affine = ed.raw_volume(seed, shape=shape)
+    img = ed.nifti(image * 800.0 + 50.0, affine, np.float32)  # arbitrary scanner intensities
+    img.header["descrip"] = b"test volume"
+    nib.save(img, str(path))
+    return label, nib.load(str(path))
+
+
+def test_segment_file_oracle_and_header(tmp_path):
+    label, img = write_raw(tmp_path / "in.nii.gz")
+    # the oracle reads label / 3 from the normalized image: (x - P1) / (P99 - P1) maps 50..850 to 0..1
+    labels = segment.segment_file(ed.oracle_predictor, CFG, tmp_path / "in.nii.gz", tmp_path / "out.nii.gz")
+    out = nib.load(str(tmp_path / "out.nii.gz"))
+    assert out.shape == img.shape and out.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(out.affine, img.affine)
+    assert out.header.get_zooms() == img.header.get_zooms()
+    assert out.header["descrip"] == img.header["descrip"]
+    assert out.header.get_qform(coded=True)[1] == 1 and out.header.get_sform(coded=True)[1] == 1
+    np.testing.assert_array_equal(np.asarray(out.dataobj), labels)
+    assert np.nanmean(dice_per_class(label, labels, 4)[1:]) > 0.9
+
+
+def test_read_input_errors(tmp_path):
+    _, img = write_raw(tmp_path / "ok.nii.gz")
+    data = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(data[..., 0], img.affine), str(tmp_path / "2d.nii.gz"))
+    with pytest.raises(InputError, match="2 dimensions"):
+        segment.read_input_volume(tmp_path / "2d.nii.gz")
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), img.affine), str(tmp_path / "4d.nii.gz"))
+    with pytest.raises(InputError, match="--channel"):
+        segment.read_input_volume(tmp_path / "4d.nii.gz")
+    assert segment.read_input_volume(tmp_path / "4d.nii.gz", channel=1)[0].shape == data.shape
+    with pytest.raises(InputError, match="--channel=2"):
+        segment.read_input_volume(tmp_path / "4d.nii.gz", channel=2)
+    bad = data.copy()
+    bad[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(bad, img.affine), str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(InputError, match="NaN"):
+        segment.read_input_volume(tmp_path / "nan.nii.gz")
+    zero = nib.Nifti1Image(data, img.affine)
+    zero.header["pixdim"][1:4] = [1.0, 0.0, 1.0]
+    nib.save(zero, str(tmp_path / "zero.nii.gz"))
+    with pytest.raises(InputError, match="spacing"):
+        segment.read_input_volume(tmp_path / "zero.nii.gz")
+    (tmp_path / "junk.nii.gz").write_bytes(gzip.compress(b"not a nifti file at all"))
+    with pytest.raises(InputError, match="cannot read"):
+        segment.read_input_volume(tmp_path / "junk.nii.gz")
+    raw = (tmp_path / "ok.nii.gz").read_bytes()
+    (tmp_path / "trunc.nii.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="trunc.nii.gz"):
+        segment.read_input_volume(tmp_path / "trunc.nii.gz")
+
+
+def test_plan_outputs(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("b.nii.gz", "a.nii", "notes.txt"):
+        (tmp_path / "in" / name).write_bytes(b"")
+    jobs = segment.plan_outputs(tmp_path / "in", tmp_path / "out")
+    assert [(s.name, d) for s, d in jobs] == [("a.nii", tmp_path / "out" / "a.nii"),
+                                              ("b.nii.gz", tmp_path / "out" / "b.nii.gz")]
+    assert segment.plan_outputs(tmp_path / "in" / "a.nii", tmp_path)[0][1] == tmp_path / "a.nii"
+    with pytest.raises(InputError, match="same folder"):
+        segment.plan_outputs(tmp_path / "in", tmp_path / "in")
+    with pytest.raises(InputError, match="same file"):
+        segment.plan_outputs(tmp_path / "in" / "a.nii", tmp_path / "in" / "a.nii")
+    with pytest.raises(InputError, match="no such"):
+        segment.plan_outputs(tmp_path / "missing.nii.gz", tmp_path / "o.nii.gz")
+    with pytest.raises(InputError, match=".nii"):
+        segment.plan_outputs(tmp_path / "in" / "notes.txt", tmp_path / "o.nii.gz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no .nii"):
+        segment.plan_outputs(tmp_path / "empty", tmp_path / "out")
+
+
+def test_predict_and_export_scripts(tmp_path):
+    data_dir = ed.write_preprocessed(tmp_path / "data", ("001",))
+    wd = ed.write_workdir(tmp_path / "wd", ed.random_unet(5), data_dir)
+    (tmp_path / "scans").mkdir()
+    for k in range(2):
+        write_raw(tmp_path / "scans" / f"s{k}.nii.gz", seed=k, shape=(40 + 6 * k, 48, 2))
+    cmd = (f"{sys.executable} -m evaluation.export --model {wd} --export_dir {tmp_path / 'exp'} && "
+           f"{sys.executable} predict.py --model {tmp_path / 'exp'} --input {tmp_path / 'scans'} "
+           f"--output {tmp_path / 'segs'}")
+    proc = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exported SavedModel to" in proc.stdout and "s1.nii.gz ->" in proc.stdout
+    assert (tmp_path / "exp" / "1" / "saved_model.pb").is_file()
+    for k in range(2):
+        seg = nib.load(str(tmp_path / "segs" / f"s{k}.nii.gz"))
+        src = nib.load(str(tmp_path / "scans" / f"s{k}.nii.gz"))
+        assert seg.shape == src.shape and np.array_equal(seg.affine, src.affine)
+        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
+    bad = subprocess.run([sys.executable, "predict.py", f"--model={wd}", f"--input={tmp_path / 'nope.nii.gz'}",
+                          f"--output={tmp_path / 'o.nii.gz'}"], cwd=REPO, capture_output=True, text=True, env=ENV)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: --input=")
