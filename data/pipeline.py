@@ -61,7 +61,8 @@ def _stack_volumes(images: Sequence[np.ndarray], what: str) -> tuple[np.ndarray,
         if v.ndim != 3 or min(v.shape) < 1:
             raise InputError(f"{what}: volume {i} has shape {v.shape}, expected a non-empty (D, H, W) array")
         if v.shape[1:] != np.asarray(images[0]).shape[1:]:
-            raise InputError(f"{what}: volume {i} has slices {v.shape[1:]}, volume 0 has {np.asarray(images[0]).shape[1:]}")
+            first = np.asarray(images[0]).shape[1:]
+            raise InputError(f"{what}: volume {i} has slices {v.shape[1:]}, volume 0 has {first}")
         vols.append(v)
     lengths = np.array([v.shape[0] for v in vols], np.int32)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
@@ -119,7 +120,8 @@ def partition_indices(
     chosen = order[:n_vols]  # (n,)
     part_len = tf.gather(lengths, chosen) // n_parts  # (n,)
     u = tf.random.stateless_uniform([n_vols, n_parts], s_slice)  # (n, S)
-    offset = tf.minimum(tf.cast(tf.floor(u * tf.cast(part_len, tf.float32)[:, None]), tf.int32), part_len[:, None] - 1)
+    offset = tf.cast(tf.floor(u * tf.cast(part_len, tf.float32)[:, None]), tf.int32)  # (n, S)
+    offset = tf.minimum(offset, part_len[:, None] - 1)
     first = tf.gather(starts, chosen)[:, None] + tf.range(n_parts)[None, :] * part_len[:, None]  # (n, S)
     return tf.reshape(first + offset, [-1])  # (n*S,)
 
@@ -184,7 +186,9 @@ def labeled_batches(
     labs, _, lab_lengths = _stack_volumes(labels, "labels")
     if labs.shape != slices.shape:
         bad = next(i for i in range(len(images)) if np.shape(images[i]) != np.shape(labels[i]))
-        raise InputError(f"labeled volume {bad}: image shape {np.shape(images[bad])} != label shape {np.shape(labels[bad])}")
+        raise InputError(
+            f"labeled volume {bad}: image shape {np.shape(images[bad])} != label shape {np.shape(labels[bad])}"
+        )
     if not np.issubdtype(labs.dtype, np.integer):
         if not np.all(np.isfinite(labs)) or np.any(labs != np.round(labs)):
             raise InputError("labels: values must be integers")

@@ -16,7 +16,8 @@ SMALL_CROP = dict(bbox_dim=8, bbox_dim_y=8, crop_offset_range=(1, 5))
 
 
 def _volumes(v=V, d=D):
-    return [np.stack([np.full((HW, HW), 0.4 + 0.01 * (i * d + j), np.float32) for j in range(d)]) for i in range(v)]
+    return [np.stack([np.full((HW, HW), 0.4 + 0.01 * (i * d + j), np.float32) for j in range(d)])
+            for i in range(v)]
 
 
 def _labels(v=V, d=D, seed=0):
