@@ -23,7 +23,7 @@ import tensorflow as tf
 from data.atomic import atomic_write_json
 
 
-class TrainState:
+class TrainState(tf.Module):
     """Counters that must survive a restart: completed iterations and the running best Dice.
 
     Both are TF variables so that they are saved in the same checkpoint as the weights (a resumed
@@ -31,10 +31,13 @@ class TrainState:
     """
 
     def __init__(self) -> None:
+        super().__init__(name="train_state")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="running_best")
         self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
         self.nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite")
+        self.last_val = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="last_val")
+        self.rounds_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="rounds_done")
 
 
 class Checkpointer:

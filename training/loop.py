@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from data.atomic import atomic_write_json
 from data.errors import InputError
+from training import summaries
 from training.checkpoint import Checkpointer, TrainState, save_best
 
 
@@ -53,6 +54,7 @@ class LoopConfig:
         min_improvement: a validation Dice must beat the running best by more than this.
         is_chief: write summaries, metrics and best weights only on the chief.
         desc: progress-bar label.
+        val_origin: iteration index from which ``val_every`` counts (start of a PLC round).
     """
 
     workdir: str
@@ -65,6 +67,7 @@ class LoopConfig:
     min_improvement: float = 1e-7
     is_chief: bool = True
     desc: str = "train"
+    val_origin: int = 0
 
 
 class MetricsLog:
@@ -219,26 +222,27 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
                 recent = {}
                 metrics.add("train", step, means)
                 if train_w is not None:
-                    with train_w.as_default(step=step):
+                    with train_w.as_default():
                         for k, v in means.items():
-                            tf.summary.scalar(k, v)
-                        tf.summary.scalar("skipped_iterations", int(state.skipped.numpy()))
+                            summaries.scalar(k, v, step)
+                        summaries.scalar("skipped_iterations", int(state.skipped.numpy()), step)
 
             is_last = step == cfg.end_step
-            if validate_fn is not None and ((cfg.val_every and i % cfg.val_every == 0) or is_last):
+            if validate_fn is not None and ((cfg.val_every and (i - cfg.val_origin) % cfg.val_every == 0) or is_last):
                 res = validate_fn(step)
                 last_val = float(res["val_dice"])
+                state.last_val.assign(last_val)
                 n_val += 1
                 if cfg.is_chief:
                     scalars = {k: v for k, v in res.items() if k != "images"}
                     metrics.add("val", step, scalars)
                     if eval_w is not None:
-                        with eval_w.as_default(step=step):
+                        with eval_w.as_default():
                             for k, v in scalars.items():
                                 if isinstance(v, (int, float)) and math.isfinite(float(v)):
-                                    tf.summary.scalar(k, float(v))
+                                    summaries.scalar(k, float(v), step)
                             if res.get("images") is not None and (n_val - 1) % cfg.image_every_val == 0:
-                                tf.summary.image("image_gt_pred", res["images"], max_outputs=4)
+                                summaries.images("image_gt_pred", res["images"], step)
                 if math.isfinite(last_val) and last_val - float(state.best.numpy()) > cfg.min_improvement:
                     state.best.assign(last_val)
                     if save_best_fn is not None and cfg.is_chief:
