@@ -180,6 +180,11 @@ def test_cli_exit_2_without_traceback(acdc, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--data_dir" in r.stderr
 
 
+def test_phases_only_for_acdc_layout(tmp_path):
+    raw = write_prostate_msd(tmp_path / "raw")
+    _expect(raw, "phases apply to ACDC-layout datasets only", dataset="prostate_md", phases=("ED", "ES"))
+
+
 def test_find_volumes_bad_layout(tmp_path):
     with pytest.raises(InputError, match="layout 'brats'"):
         readers.find_volumes("brats", tmp_path)

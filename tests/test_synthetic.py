@@ -72,15 +72,34 @@ def test_anatomy_changes_with_phase_and_group():
     assert min(volumes["DCM"]) > max(volumes["HCM"])  # dilated vs hypertrophic cavities
 
 
-def test_heart_fits_synthetic_crop(dataset, tmp_path):
-    s = preprocess.preprocess_dataset("synthetic", dataset, tmp_path / "pp", phases=("ED",))
-    assert s["image_size"] == [64, 64]
-    for vid in s["ids"]:
-        v = store.load_volume(tmp_path / "pp", vid)
+@pytest.fixture(scope="module")
+def preprocessed(dataset):
+    out = dataset.parent / "pp"
+    preprocess.preprocess_dataset("synthetic", dataset, out, phases=("ED",))
+    return out
+
+
+def test_heart_fits_synthetic_crop(preprocessed):
+    info = store.read_dataset_json(preprocessed)
+    assert info["image_size"] == [64, 64] and info["dataset"] == "synthetic"
+    for vid in info["ids"]:
+        v = store.load_volume(preprocessed, vid)
         fg = v.label > 0
         assert not fg[:, :2].any() and not fg[:, -2:].any() and not fg[:, :, :2].any() and not fg[:, :, -2:].any()
-        native = np.asanyarray(store.load_native_label(tmp_path / "pp", vid).dataobj)
+        native = np.asanyarray(store.load_native_label(preprocessed, vid).dataobj)
         assert native.max() == 3
+
+
+def test_render_pngs(preprocessed, tmp_path):
+    import matplotlib.image
+
+    from data import render
+
+    paths = render.render(preprocessed, tmp_path / "png", ids=["002", "004"], num_slices=3)
+    assert [p.name for p in paths] == ["002.png", "004.png"]
+    png = matplotlib.image.imread(str(paths[0]))
+    assert png.ndim == 3 and png.shape[0] > 100 and png.shape[1] > 200
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["002.png", "004.png"]
 
 
 def test_cli(tmp_path):
