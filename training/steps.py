@@ -252,12 +252,14 @@ def joint_compute(two_out: keras.Model, h_head: keras.Model, seg_loss_fn: Callab
 
 
 def contrastive_compute(backbone: keras.Model, head: keras.Model, loss_fn: Callable,
-                        name: str) -> ComputeFn:
+                        name: str, jit_loss: bool = True) -> ComputeFn:
     """Pre-training step: ``loss_fn(head(backbone(x)), reduction="none")`` on a batch ``x``.
 
-    ``loss_fn`` is compiled with XLA in every mode (pure tensor function).
+    ``loss_fn`` is compiled with XLA in every mode when it is a pure tensor function
+    (``jit_loss``); the local loss with the g2 region projection holds variables and is compiled
+    only on a single replica.
     """
-    compiled = tf.function(lambda f: loss_fn(f, reduction="none"), jit_compile=True)
+    compiled = maybe_jit(lambda f: loss_fn(f, reduction="none"), jit_loss)
 
     def compute(batch, replicas):
         feats = head(backbone(batch, training=True), training=True)
