@@ -95,9 +95,16 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
     meta = {"num_classes": int(model.output.shape[-1]), "input": INPUT_NAME,
             "outputs": ["probabilities", "labels"], "downsampling": DOWNSAMPLING}
     meta.update(metadata or {})
-    with atomic_dir(target) as tmp:
-        archive.write_out(str(tmp), verbose=False)
-        atomic_write_json(tmp / METADATA_PATH, meta)
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.WARNING)  # TF logs every captured variable name at INFO
+    try:
+        with atomic_dir(target) as tmp:
+            archive.write_out(str(tmp), verbose=False)
+            atomic_write_json(tmp / METADATA_PATH, meta)
+    finally:
+        absl_logging.set_verbosity(verbosity)
     return target
 
 

@@ -97,6 +97,19 @@ def test_run_evaluation_outputs(tmp_path, data_dir, cfg):
     assert summary["overall"]["dice"]["mean"] > 0.9
 
 
+def test_predict_on_raw_file_equals_evaluation(tmp_path, data_dir, cfg):
+    from evaluation.segment import segment_file
+
+    model = ed.random_unet(6)
+    run_evaluation(model, data_dir, VAL_IDS[1:2], cfg, tmp_path / "ev", num_plot_volumes=0, verbose=False)
+    image, _, affine = ed.raw_volume(1, shape=(54, 53, 3))  # the raw volume behind VAL_IDS[1]
+    nib.save(ed.nifti(image, affine, np.float32), str(tmp_path / "raw.nii.gz"))
+    labels = segment_file(inference.keras_predictor(model), cfg, tmp_path / "raw.nii.gz", tmp_path / "seg.nii.gz")
+    evaluated = np.asarray(nib.load(str(tmp_path / "ev" / "predictions" / f"{VAL_IDS[1]}.nii.gz")).dataobj)
+    assert len(np.unique(labels)) > 1  # a non-trivial segmentation
+    np.testing.assert_array_equal(labels, evaluated)
+
+
 def test_evaluate_script(tmp_path, data_dir):
     wd = ed.write_workdir(tmp_path / "wd", ed.random_unet(2), data_dir)
     proc = subprocess.run([sys.executable, "evaluate.py", f"--workdir={wd}", "--split=val", "--num_plot_volumes=1",
