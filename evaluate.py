@@ -50,9 +50,8 @@ def main(argv: list[str]) -> None:
     import keras
 
     import configs
-    from data import store
     from evaluation.evaluator import run_evaluation
-    from evaluation.export import export_saved_model, metadata_for
+    from evaluation.export import data_n4, export_saved_model, metadata_for
     from evaluation.inference import config_value, load_model_and_dataset, workdir_config
 
     config = workdir_config(FLAGS.workdir or model_path)
@@ -88,7 +87,7 @@ def main(argv: list[str]) -> None:
         if not isinstance(model, keras.Model):
             raise InputError("--export_dir: the model is already a SavedModel")
         metadata = metadata_for(cfg)
-        metadata["n4"] = bool(store.read_dataset_json(data_dir).get("n4", False))
+        metadata["n4"] = data_n4(data_dir)
         path = export_saved_model(model, FLAGS.export_dir, metadata)
         print(f"exported SavedModel to {path}")
     sys.stdout.flush()

@@ -31,7 +31,7 @@ flags.DEFINE_integer("channel", None, "Channel of a 4-D input to segment (e.g. 0
 
 def _training_n4(model_path: str) -> bool:
     """Whether the model's training data was N4-corrected (workdir config data_dir or SavedModel metadata)."""
-    from evaluation.export import METADATA_PATH, latest_version
+    from evaluation.export import METADATA_PATH, data_n4, latest_version
     from evaluation.inference import config_value, is_saved_model, workdir_config
 
     p = Path(model_path)
@@ -39,11 +39,7 @@ def _training_n4(model_path: str) -> bool:
         version = p if (p / "saved_model.pb").is_file() else latest_version(p)
         meta_path = version / METADATA_PATH
         return bool(json.loads(meta_path.read_text()).get("n4", False)) if meta_path.is_file() else False
-    data_dir = config_value(workdir_config(p), "data_dir")
-    ds_json = Path(str(data_dir)) / "dataset.json" if data_dir else None
-    if ds_json is not None and ds_json.is_file():
-        return bool(json.loads(ds_json.read_text()).get("n4", False))
-    return False
+    return data_n4(config_value(workdir_config(p), "data_dir"))
 
 
 def main(argv: list[str]) -> None:

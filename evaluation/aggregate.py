@@ -11,7 +11,8 @@ Usage:
     python -m evaluation.aggregate --out results runs/*      # workdirs as positional arguments
 
 A workdir may be prefixed with ``<method>=`` to name its method; otherwise the method is
-``config["method"]``, else ``config["stage"]``, else the name of the workdir's parent folder.
+``config["method"]``, else the stage (``baseline<-<init stage>`` for a fine-tuned baseline), else the
+name of the workdir's parent folder.
 """
 from __future__ import annotations
 
@@ -54,6 +55,31 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
+def method_label(config: dict[str, Any]) -> str | None:
+    """Row label of a run from its ``config.json``.
+
+    ``config["method"]`` if present; else the stage, with the stage it was initialized from for a
+    fine-tuned baseline (``baseline<-local`` = fine-tuned after GCL + LCL pre-training, ``baseline<-global``
+    = after GCL only), so random-init and fine-tuned baselines form different rows.
+    """
+    if config.get("method"):
+        return str(config["method"])
+    stage = config.get("stage")
+    if not stage:
+        return None
+    init = config.get("init_from")
+    if stage == "baseline" and init:
+        init_cfg = Path(str(init)) / "config.json"
+        init_stage = None
+        if init_cfg.is_file():
+            try:
+                init_stage = json.loads(init_cfg.read_text()).get("stage")
+            except (OSError, ValueError):
+                init_stage = None
+        return f"baseline<-{init_stage or Path(str(init)).name}"
+    return str(stage)
+
+
 def load_run(spec: str, eval_name: str = "eval_test") -> Run:
     """Read a run from ``[method=]workdir`` (or ``[method=]path/to/summary.json``).
 
@@ -75,7 +101,7 @@ def load_run(spec: str, eval_name: str = "eval_test") -> Run:
             raise InputError(f"--workdirs: {summary_path} not found (run evaluate.py on {spec} first)")
     summary = _read_json(summary_path)
     config = _read_json(workdir / "config.json") if (workdir / "config.json").is_file() else {}
-    method = method or config.get("method") or config.get("stage") or workdir.resolve().parent.name
+    method = method or method_label(config) or workdir.resolve().parent.name
     return Run(
         workdir=str(workdir), method=str(method),
         dataset=str(summary.get("dataset") or config.get("dataset", "?")),

@@ -18,6 +18,7 @@ Usage:
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -117,30 +118,60 @@ def metadata_for(config_or_dataset: Any) -> dict[str, Any]:
             "target_resolution": list(cfg.target_resolution), "struct_names": list(cfg.struct_names)}
 
 
+def data_n4(data_dir: str | os.PathLike | None) -> bool:
+    """Whether a preprocessed data directory was N4-corrected (its ``dataset.json``; False if unknown)."""
+    path = Path(str(data_dir)) / "dataset.json" if data_dir else None
+    if path is None or not path.is_file():
+        return False
+    try:
+        return bool(json.loads(path.read_text()).get("n4", False))
+    except (OSError, ValueError):
+        return False
+
+
+def define_flags(flag_values: Any = None) -> None:
+    """Define the CLI flags (on ``absl.flags.FLAGS`` unless ``flag_values`` is given)."""
+    from absl import flags
+
+    fv = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE_string("model", None, "Workdir, checkpoint folder or .weights.h5 file of a trained UNet.",
+                        flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "Base folder; the SavedModel goes to <export_dir>/<next version>.",
+                        flag_values=fv)
+    flags.DEFINE_string("dataset", None, "Dataset config (default: from the workdir's config.json).",
+                        flag_values=fv)
+
+
+def run_cli(fv: Any) -> Path:
+    """Export the model named by parsed flags ``fv``; returns the version folder."""
+    from evaluation.inference import config_value, load_model_and_dataset, workdir_config
+
+    if not fv.model or not fv.export_dir:
+        raise InputError("--model and --export_dir are required")
+    model, dataset = load_model_and_dataset(fv.model, fv.dataset)
+    if not isinstance(model, keras.Model):
+        raise InputError(f"--model={fv.model}: is already a SavedModel")
+    metadata = metadata_for(dataset) if dataset else {}
+    metadata["n4"] = data_n4(config_value(workdir_config(fv.model), "data_dir"))
+    path = export_saved_model(model, fv.export_dir, metadata)
+    print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "
+          f"-> probabilities (N,H,W,C), labels (N,H,W) int32)")
+    return path
+
+
 def main(argv: list[str]) -> None:
     """CLI: ``python -m evaluation.export --model M --export_dir DIR [--dataset D]``."""
     from absl import flags
 
-    from evaluation.inference import load_model_and_dataset
-
-    del argv
-    FLAGS = flags.FLAGS
-    if not FLAGS.model or not FLAGS.export_dir:
-        raise InputError("--model and --export_dir are required")
-    model, dataset = load_model_and_dataset(FLAGS.model, FLAGS.dataset)
-    if not isinstance(model, keras.Model):
-        raise InputError(f"--model: {FLAGS.model} is already a SavedModel")
-    path = export_saved_model(model, FLAGS.export_dir, metadata_for(dataset) if dataset else None)
-    print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "
-          f"-> probabilities (N,H,W,C), labels (N,H,W) int32)")
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    run_cli(flags.FLAGS)
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import app
 
     from data.errors import run_main
 
-    flags.DEFINE_string("model", None, "Workdir, checkpoint folder or .weights.h5 file of a trained UNet.")
-    flags.DEFINE_string("export_dir", None, "Base folder; the SavedModel goes to <export_dir>/<next version>.")
-    flags.DEFINE_string("dataset", None, "Dataset config (default: from the workdir's config.json).")
+    define_flags()
     app.run(run_main(main))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -102,12 +103,26 @@ def test_predict_and_export_scripts(tmp_path):
     (tmp_path / "scans").mkdir()
     for k in range(2):
         write_raw(tmp_path / "scans" / f"s{k}.nii.gz", seed=k, shape=(40 + 6 * k, 48, 2))
-    cmd = (f"{sys.executable} -m evaluation.export --model {wd} --export_dir {tmp_path / 'exp'} && "
-           f"{sys.executable} predict.py --model {tmp_path / 'exp'} --input {tmp_path / 'scans'} "
-           f"--output {tmp_path / 'segs'}")
-    proc = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True, env=ENV)
+    from absl import flags
+
+    from evaluation import export
+
+    fv = flags.FlagValues()  # the `python -m evaluation.export` CLI, parsed in-process
+    export.define_flags(fv)
+    fv(["export", f"--model={wd}", f"--export_dir={tmp_path / 'exp'}"])
+    export.run_cli(fv)
+    meta = json.loads((tmp_path / "exp" / "1" / export.METADATA_PATH).read_text())
+    assert meta["dataset"] == "synthetic" and meta["n4"] is False
+    with pytest.raises(InputError, match="already a SavedModel"):
+        fv2 = flags.FlagValues()
+        export.define_flags(fv2)
+        fv2(["export", f"--model={tmp_path / 'exp'}", f"--export_dir={tmp_path / 'exp2'}"])
+        export.run_cli(fv2)
+    proc = subprocess.run([sys.executable, "predict.py", f"--model={tmp_path / 'exp'}",
+                           f"--input={tmp_path / 'scans'}", f"--output={tmp_path / 'segs'}"],
+                          cwd=REPO, capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "exported SavedModel to" in proc.stdout and "s1.nii.gz ->" in proc.stdout
+    assert "s1.nii.gz ->" in proc.stdout
     assert (tmp_path / "exp" / "1" / "saved_model.pb").is_file()
     for k in range(2):
         seg = nib.load(str(tmp_path / "segs" / f"s{k}.nii.gz"))

@@ -113,6 +113,16 @@ def test_aggregate_tables(tmp_path):
     assert len(rows) == 4 and math.isclose(float(rows[0]["dice_mean"]), 0.8)
 
 
+def test_method_label(tmp_path):
+    (tmp_path / "lcl").mkdir()
+    (tmp_path / "lcl" / "config.json").write_text(json.dumps({"stage": "local"}))
+    assert aggregate.method_label({"stage": "baseline"}) == "baseline"
+    assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "lcl")}) == "baseline<-local"
+    assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "gone")}) == "baseline<-gone"
+    assert aggregate.method_label({"stage": "joint", "method": "PLC"}) == "PLC"
+    assert aggregate.method_label({}) is None
+
+
 def test_aggregate_errors(tmp_path):
     with pytest.raises(InputError, match="not a directory"):
         aggregate.load_run(str(tmp_path / "missing"))
