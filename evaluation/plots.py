@@ -144,7 +144,8 @@ def training_curves(metrics: dict[str, list[dict[str, Any]]], path: str | os.Pat
     names = sorted(series)
     ncols = min(3, len(names))
     nrows = (len(names) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.8 * nrows), squeeze=False,
+                             constrained_layout=True)
     for ax, name in zip(axes.ravel(), names):
         for split, (xs, ys) in series[name].items():
             ax.plot(xs, ys, "-" if split == "train" else "o-", label=split, markersize=3)
