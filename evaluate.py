@@ -22,8 +22,8 @@ from data.errors import InputError, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Stage workdir (uses best/, then final/ weights; config.json for defaults).")
-flags.DEFINE_string("model", None, "Model to evaluate: workdir, .weights.h5 file or SavedModel folder "
-                    "(default: --workdir).")
+flags.DEFINE_string("model", None, "Model to evaluate: workdir, .weights.h5 file, training checkpoint "
+                    "(W/ckpt or a prefix) or SavedModel folder (default: --workdir).")
 flags.DEFINE_string("data_dir", None, "Preprocessed data directory (default: data_dir in the workdir config).")
 flags.DEFINE_string("dataset", None, "Dataset config (default: from the workdir config or SavedModel metadata).")
 flags.DEFINE_enum("split", "test", ["val", "test"], "Which volumes of the split to evaluate.")
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
         raise InputError("give --workdir or --model")
     if FLAGS.workdir and not os.path.isdir(FLAGS.workdir):
         raise InputError(f"--workdir={FLAGS.workdir}: directory not found")
-    if not os.path.exists(model_path):
+    if not os.path.exists(model_path) and not os.path.isfile(model_path + ".index"):
         raise InputError(f"--model={model_path}: no such file or directory")
     import keras
 

@@ -20,7 +20,8 @@ from absl import app, flags
 from data.errors import InputError, run_main
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Workdir, .weights.h5 file, or SavedModel (version or base folder).")
+flags.DEFINE_string("model", None, "Workdir, .weights.h5 file, training checkpoint (W/ckpt), or SavedModel "
+                    "(version or base folder).")
 flags.DEFINE_string("input", None, "A .nii/.nii.gz file or a folder of them.")
 flags.DEFINE_string("output", None, "Output file (for a file input) or folder (for a folder input).")
 flags.DEFINE_string("dataset", None, "Dataset config for the preprocessing (default: recorded with the model).")

@@ -221,8 +221,9 @@ def load_model_and_dataset(model_path: str, dataset: str | None = None) -> tuple
     """Load a model from a workdir, a ``.weights.h5`` file or a SavedModel folder.
 
     Args:
-        model_path: workdir (``best/`` preferred, then ``final/``), weights file, SavedModel version
-            folder or SavedModel base folder (the highest version is used).
+        model_path: workdir (``best/`` preferred, then ``final/``), weights file, training checkpoint
+            folder ``W/ckpt`` (newest checkpoint) or prefix, SavedModel version folder or SavedModel
+            base folder (the highest version is used).
         dataset: dataset name overriding the one recorded with the model.
 
     Returns:
@@ -232,7 +233,7 @@ def load_model_and_dataset(model_path: str, dataset: str | None = None) -> tuple
     from evaluation.export import METADATA_PATH, latest_version
 
     p = Path(model_path)
-    if not p.exists():
+    if not p.exists() and not Path(str(p) + ".index").is_file():
         raise InputError(f"--model: {model_path} does not exist")
     if is_saved_model(p):
         version = p if (p / "saved_model.pb").is_file() else latest_version(p)
@@ -242,9 +243,53 @@ def load_model_and_dataset(model_path: str, dataset: str | None = None) -> tuple
 
     config = workdir_config(p)
     dataset = dataset or config_value(config, "dataset")
-    num_classes = None
-    if dataset is not None and config_value(config, "num_classes") is None:
+    num_classes = config_value(config, "num_classes")
+    if num_classes is None and dataset is not None:
         from configs import get_config
 
         num_classes = get_config(str(dataset)).num_classes
-    return load_unet(str(p), num_classes=num_classes), dataset
+    if (p.is_dir() and (p / "checkpoint").is_file()) or Path(str(p) + ".index").is_file():
+        return load_checkpoint_unet(checkpoint_prefix(p), num_classes), dataset
+    return load_unet(str(p), num_classes=None if num_classes is None else int(num_classes)), dataset
+
+
+def checkpoint_prefix(path: str | os.PathLike) -> str | None:
+    """The newest TF checkpoint of a ``W/ckpt`` folder, or ``path`` itself if it is a checkpoint prefix."""
+    import tensorflow as tf
+
+    p = Path(path)
+    if p.is_dir() and (p / "checkpoint").is_file():
+        try:
+            return tf.train.latest_checkpoint(str(p))
+        except ValueError:  # empty or corrupt index file
+            return None
+    if Path(str(p) + ".index").is_file():
+        return str(p)
+    return None
+
+
+def load_checkpoint_unet(prefix: str | None, num_classes: Any) -> Any:
+    """Build a UNet and restore it from the ``model`` entry of a training checkpoint (``W/ckpt``).
+
+    Lets ``evaluate.py`` / ``predict.py`` use the latest state of a running or interrupted stage.
+
+    Raises:
+        InputError: no checkpoint, unknown number of classes, or a checkpoint whose ``model`` does not
+            fit the UNet (every UNet variable must be restored).
+    """
+    import tensorflow as tf
+
+    from models.unet import build_unet
+
+    if prefix is None:
+        raise InputError("--model: checkpoint folder holds no checkpoint yet")
+    if num_classes is None:
+        raise InputError(f"--model={prefix}: number of classes unknown (no config.json); pass --dataset")
+    model = build_unet(int(num_classes))
+    try:
+        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"--model={prefix}: cannot restore a {num_classes}-class UNet ({first})") from None
+    return model

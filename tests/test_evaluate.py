@@ -110,6 +110,30 @@ def test_predict_on_raw_file_equals_evaluation(tmp_path, data_dir, cfg):
     np.testing.assert_array_equal(labels, evaluated)
 
 
+def test_load_from_training_checkpoint(tmp_path, data_dir):
+    import tensorflow as tf
+
+    model = ed.random_unet(7)
+    wd = ed.write_workdir(tmp_path / "wd", model, data_dir)
+    optimizer = tf.keras.optimizers.Adam(1e-3)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                                             step=tf.Variable(3, dtype=tf.int64)),
+                                         str(wd / "ckpt"), max_to_keep=2)
+    manager.save(checkpoint_number=3)
+    x = np.random.default_rng(0).random((2, 64, 64, 1)).astype(np.float32)
+    ref = model(x, training=False).numpy()
+    for path in (wd / "ckpt", wd / "ckpt" / "ckpt-3"):
+        loaded, dataset = inference.load_model_and_dataset(str(path))
+        assert dataset == "synthetic"
+        np.testing.assert_allclose(loaded(x, training=False).numpy(), ref, atol=1e-6)
+    with pytest.raises(InputError, match="cannot restore a 3-class UNet"):
+        inference.load_model_and_dataset(str(wd / "ckpt"), dataset="prostate_md")
+    (tmp_path / "empty_ckpt").mkdir()
+    (tmp_path / "empty_ckpt" / "checkpoint").write_text("")
+    with pytest.raises(InputError, match="no checkpoint"):
+        inference.load_model_and_dataset(str(tmp_path / "empty_ckpt"), dataset="synthetic")
+
+
 def test_evaluate_script(tmp_path, data_dir):
     wd = ed.write_workdir(tmp_path / "wd", ed.random_unet(2), data_dir)
     proc = subprocess.run([sys.executable, "evaluate.py", f"--workdir={wd}", "--split=val", "--num_plot_volumes=1",
