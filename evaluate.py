@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     import configs
     from evaluation.evaluator import run_evaluation
     from evaluation.export import data_n4, export_saved_model, metadata_for
-    from evaluation.inference import config_value, load_model_and_dataset, workdir_config
+    from evaluation.inference import config_value, find_workdir, load_model_and_dataset, workdir_config
 
     config = workdir_config(FLAGS.workdir or model_path)
     model, dataset = load_model_and_dataset(model_path, FLAGS.dataset or config_value(config, "dataset"))
@@ -66,13 +66,11 @@ def main(argv: list[str]) -> None:
     comb = FLAGS.comb_tr_imgs or config_value(config, "comb_tr_imgs") or "c1"
     split = configs.get_split(cfg.name, str(no_tr), str(comb))
     ids = list(FLAGS.ids) if FLAGS.ids else list(split.val if FLAGS.split == "val" else split.test)
-    workdir = FLAGS.workdir
-    if workdir is None and config is not None and os.path.isdir(model_path) and \
-            os.path.isfile(os.path.join(model_path, "config.json")):
-        workdir = model_path
+    found = find_workdir(model_path)
+    workdir = FLAGS.workdir or (str(found) if found is not None else None)
     out_dir = FLAGS.out_dir or (os.path.join(workdir, f"eval_{FLAGS.split}") if workdir else None)
     if out_dir is None:
-        raise InputError("--out_dir: required when --model is not a workdir")
+        raise InputError("--out_dir: required when --model is not inside a stage workdir")
     print(f"evaluating {model_path} on {len(ids)} {FLAGS.split} volumes of {cfg.name} "
           f"({no_tr}/{comb}) from {data_dir} -> {out_dir}", flush=True)
     extra = {"dataset": cfg.name, "split": FLAGS.split, "no_of_tr_imgs": str(no_tr), "comb_tr_imgs": str(comb),

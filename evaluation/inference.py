@@ -193,16 +193,21 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def workdir_config(model_path: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``config.json`` of the workdir a model path belongs to (workdir, its subfolder or file)."""
+def find_workdir(model_path: str | os.PathLike) -> Path | None:
+    """The stage workdir (folder with ``config.json``) a model path is, or lies in, up to two levels."""
     p = Path(model_path).resolve()
     candidates = [p] if p.is_dir() else []
     candidates += [p.parent, p.parent.parent]
     for c in candidates:
-        cfg = _read_json(c / "config.json")
-        if cfg is not None:
-            return cfg
+        if (c / "config.json").is_file():
+            return c
     return None
+
+
+def workdir_config(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``config.json`` of the workdir a model path belongs to (workdir, its subfolder or file)."""
+    workdir = find_workdir(model_path)
+    return None if workdir is None else _read_json(workdir / "config.json")
 
 
 def config_value(config: Mapping[str, Any] | None, key: str) -> Any:
