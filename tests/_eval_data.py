@@ -42,6 +42,15 @@ def nifti(data: np.ndarray, affine: np.ndarray, dtype=None) -> nib.Nifti1Image:
     return img
 
 
+def write_raw(path: Path, seed: int = 0, shape=(45, 52, 3)) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """A raw NIfTI scan (scanner-like intensities) of :func:`raw_volume`; returns (label, loaded image)."""
+    image, label, affine = raw_volume(seed, shape=shape)
+    img = nifti(image * 800.0 + 50.0, affine, np.float32)  # arbitrary scanner intensities
+    img.header["descrip"] = b"test volume"
+    nib.save(img, str(path))
+    return label, nib.load(str(path))
+
+
 def write_preprocessed(root: Path, ids=("027", "028", "029"), dataset: str = "synthetic") -> Path:
     """A preprocessed data directory in the documented layout (docs/INTERFACES.md)."""
     import configs

@@ -100,3 +100,18 @@ def test_saved_model_cli_show_and_run(exported):
     assert run.returncode == 0, run.stderr[-3000:]
     np.testing.assert_allclose(np.load(root / "cli" / "probabilities.npy"), ref, atol=1e-5)
     np.testing.assert_array_equal(np.load(root / "cli" / "labels.npy"), np.argmax(ref, -1))
+
+
+def test_in_process_predictor_and_segmentation_agree(exported, tmp_path):
+    from evaluation import inference, segment
+
+    root, path, x, probs, labels, model = exported
+    loaded, dataset = inference.load_model_and_dataset(str(root / "plc"))  # base folder -> latest version
+    assert dataset == "synthetic"
+    np.testing.assert_allclose(loaded(x), probs, atol=1e-5)
+    ed.write_raw(tmp_path / "in.nii.gz", seed=1)
+    cfg = configs.get_config("synthetic")
+    a = segment.segment_file(inference.as_predictor(model), cfg, tmp_path / "in.nii.gz", tmp_path / "a.nii.gz")
+    b = segment.segment_file(loaded, cfg, tmp_path / "in.nii.gz", tmp_path / "b.nii.gz")
+    assert a.shape == (45, 52, 3) and len(np.unique(a)) > 1
+    np.testing.assert_array_equal(a, b)

@@ -23,16 +23,8 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 CFG = configs.get_config("synthetic")
 
 
-def write_raw(path: Path, seed: int = 0, shape=(45, 52, 3)) -> tuple[np.ndarray, nib.Nifti1Image]:
-    image, label, affine = ed.raw_volume(seed, shape=shape)
-    img = ed.nifti(image * 800.0 + 50.0, affine, np.float32)  # arbitrary scanner intensities
-    img.header["descrip"] = b"test volume"
-    nib.save(img, str(path))
-    return label, nib.load(str(path))
-
-
 def test_segment_file_oracle_and_header(tmp_path):
-    label, img = write_raw(tmp_path / "in.nii.gz")
+    label, img = ed.write_raw(tmp_path / "in.nii.gz")
     # the oracle reads label / 3 from the normalized image: (x - P1) / (P99 - P1) maps 50..850 to 0..1
     labels = segment.segment_file(ed.oracle_predictor, CFG, tmp_path / "in.nii.gz", tmp_path / "out.nii.gz")
     out = nib.load(str(tmp_path / "out.nii.gz"))
@@ -46,7 +38,7 @@ def test_segment_file_oracle_and_header(tmp_path):
 
 
 def test_read_input_errors(tmp_path):
-    _, img = write_raw(tmp_path / "ok.nii.gz")
+    _, img = ed.write_raw(tmp_path / "ok.nii.gz")
     data = np.asarray(img.dataobj)
     nib.save(nib.Nifti1Image(data[..., 0], img.affine), str(tmp_path / "2d.nii.gz"))
     with pytest.raises(InputError, match="2 dimensions"):
@@ -102,7 +94,7 @@ def test_predict_and_export_scripts(tmp_path):
     wd = ed.write_workdir(tmp_path / "wd", ed.random_unet(5), data_dir)
     (tmp_path / "scans").mkdir()
     for k in range(2):
-        write_raw(tmp_path / "scans" / f"s{k}.nii.gz", seed=k, shape=(40 + 6 * k, 48, 2))
+        ed.write_raw(tmp_path / "scans" / f"s{k}.nii.gz", seed=k, shape=(40 + 6 * k, 48, 2))
     from absl import flags
 
     from evaluation import export
