@@ -112,7 +112,8 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
                                  class_weights=cfg.class_weights)
     compute = steps.joint_compute(two_out, h_head, seg_loss, _plc_per_unit(conf), float(conf.lamda_local),
                                   jit_loss=env.jit and env.replicas > 1)
-    step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit)
+    step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit,
+                                    state_variables=unet.non_trainable_variables + h_head.non_trainable_variables)
     validator = common.Validator(conf.data_dir, env.split.val, cfg, unet)
     metrics = loop_lib.MetricsLog(env.out_dir / "metrics.json", int(state.step.numpy()))
     writers = env.writers()

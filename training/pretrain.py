@@ -141,7 +141,8 @@ def run_pretrain(conf: common.StageConfig) -> dict[str, Any]:
         jit_loss = proj is None or env.replicas == 1
 
     compute = steps.contrastive_compute(backbone, head, loss, f"{stage}_loss", jit_loss=jit_loss)
-    step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit)
+    step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit,
+                                    state_variables=unet.non_trainable_variables + head.non_trainable_variables)
     batches = common.distribute(strategy, dataset_fn)
     metrics = loop_lib.MetricsLog(env.out_dir / "metrics.json", start)
     total = common.end_step(conf.n_iter, conf.get("max_steps"))

@@ -136,7 +136,9 @@ def _apply_if_finite(optimizer: keras.optimizers.Optimizer, grads: list, variabl
 
 def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
                     variables: list[tf.Variable], optimizer: keras.optimizers.Optimizer,
-                    jit_compile: bool = False) -> Callable[[Any], tuple[tf.Tensor, dict, tf.Tensor]]:
+                    jit_compile: bool = False,
+                    state_variables: list[tf.Variable] | None = None
+                    ) -> Callable[[Any], tuple[tf.Tensor, dict, tf.Tensor]]:
     """Build the distributed training step.
 
     Args:
@@ -147,6 +149,9 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
         optimizer: Keras optimizer built inside ``strategy.scope()``.
         jit_compile: compile the whole step with XLA (single-replica strategies only; under
             several replicas the compute function is expected to compile its losses itself).
+        state_variables: non-trainable variables the forward pass updates (BatchNorm moving
+            statistics); a skipped step puts them back to their values before the step, so a
+            non-finite batch cannot poison them.
 
     Returns:
         ``step(distributed_batch) -> (loss, metrics, applied)``: global-mean loss and metrics
@@ -154,7 +159,10 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
     """
     replicas = int(strategy.num_replicas_in_sync)
 
+    guarded = list(state_variables or [])
+
     def replica_step(batch):
+        saved = [tf.identity(v) for v in guarded]
         with tf.GradientTape() as tape:
             loss, metrics = compute_fn(batch, replicas)
         grads = tape.gradient(loss, variables)
@@ -165,6 +173,8 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
         n_bad = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, tf.cast(bad, tf.float32))
         finite = tf.equal(n_bad, 0.0)
+        for v, old in zip(guarded, saved):
+            v.assign(tf.where(finite, v, old))
         _apply_if_finite(optimizer, grads, variables, finite)
         return loss, metrics, finite
 

@@ -90,7 +90,8 @@ def run_supervised(conf: common.StageConfig) -> dict[str, Any]:
     seg_loss = functools.partial(segmentation_loss, dsc_loss=int(conf.dsc_loss),
                                  class_weights=cfg.class_weights)
     compute = steps.seg_compute(unet, seg_loss, jit_loss=env.jit and env.replicas > 1)
-    step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit)
+    step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit,
+                                    state_variables=unet.non_trainable_variables)
     base_seed = common.data_seed(conf.seed, start)
     images = [v.image for v in labeled]
     labels = [v.label for v in labeled]

@@ -1,0 +1,163 @@
+"""Unit tests of the training engine: loss scaling, NaN guard (skip, count, stop keeping the last
+good checkpoint), metrics/config files, summaries, the joint host sampler."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.errors import InputError
+from training import checkpoint as ck
+from training import loop as loop_lib
+from training import steps
+from training.strategy import resolve_jit
+
+
+def _tiny_model():
+    x_in = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(2, 3, padding="same", name="enc_c1_a_conv")(x_in)
+    x = keras.layers.BatchNormalization(name="enc_c1_a_bn")(x)
+    return keras.Model(x_in, x)
+
+
+def _mse_compute(model):
+    def compute(batch, replicas):
+        x, y = batch
+        per = tf.reduce_mean(tf.square(model(x, training=True) - y), axis=[1, 2, 3])  # (N,)
+        loss = steps.scale_units(per, replicas)
+        return loss, {"mse": loss}
+    return compute
+
+
+def test_scale_units_is_share_of_global_mean():
+    per = tf.constant([1.0, 2.0, 3.0, 6.0])
+    assert float(steps.scale_units(per, 1)) == pytest.approx(3.0)
+    assert float(steps.scale_units(per, 2)) == pytest.approx(1.5)  # summed over 2 replicas -> mean
+
+
+def test_step_applies_adam_and_nan_guard_skips_everything():
+    strategy = tf.distribute.get_strategy()
+    model = _tiny_model()
+    opt = steps.make_optimizer(1e-2, model.trainable_variables, strategy)
+    assert opt.epsilon == pytest.approx(1e-8)
+    step = steps.make_train_step(strategy, _mse_compute(model), model.trainable_variables, opt,
+                                 state_variables=model.non_trainable_variables)
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype("f4")
+    y = np.zeros((4, 8, 8, 2), "f4")
+    before = [v.numpy() for v in model.weights]
+    loss, mets, applied = step((tf.constant(x), tf.constant(y)))
+    assert bool(applied) and np.isfinite(float(loss)) and float(mets["mse"]) == pytest.approx(float(loss))
+    assert int(opt.iterations.numpy()) == 1
+    moved = [v.numpy() for v in model.weights]
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, moved))
+    x_bad = x.copy()
+    x_bad[0, 0, 0, 0] = np.nan
+    loss, _, applied = step((tf.constant(x_bad), tf.constant(y)))
+    assert not bool(applied) and not np.isfinite(float(loss))
+    assert int(opt.iterations.numpy()) == 1  # Adam state untouched
+    for a, b in zip(moved, [v.numpy() for v in model.weights]):  # weights and BN statistics untouched
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loop_counts_nonfinite_and_stops_keeping_last_good_checkpoint(tmp_path):
+    strategy = tf.distribute.get_strategy()
+    model = _tiny_model()
+    opt = steps.make_optimizer(1e-2, model.trainable_variables, strategy)
+    step = steps.make_train_step(strategy, _mse_compute(model), model.trainable_variables, opt,
+                                 state_variables=model.non_trainable_variables)
+    good = (tf.ones((2, 8, 8, 1)), tf.zeros((2, 8, 8, 2)))
+    bad = (tf.fill((2, 8, 8, 1), np.nan), tf.zeros((2, 8, 8, 2)))
+    stream = iter([good, good, bad, good] + [bad] * 10)
+    state = ck.TrainState()
+    ckpt = ck.Checkpointer(tmp_path / "ckpt", model=model, optimizer=opt, state=state)
+    metrics = loop_lib.MetricsLog(tmp_path / "metrics.json", 0)
+    cfg = loop_lib.LoopConfig(workdir=str(tmp_path), end_step=20, val_every=0, ckpt_every=2, log_every=1,
+                              max_nonfinite=3)
+    with pytest.raises(loop_lib.TrainingDiverged, match="3 consecutive non-finite"):
+        loop_lib.run_loop(cfg, state, step, stream, ckpt, metrics)
+    assert int(state.nonfinite.numpy()) == 4  # 1 isolated + 3 in a row
+    assert ckpt.latest.endswith("ckpt-6")  # the last checkpoint before the divergence
+    restored = ck.TrainState()
+    ck.partial_restore(ckpt.latest, state=restored)
+    assert int(restored.step.numpy()) == 6
+
+
+def test_loop_validation_schedule_best_and_metrics(tmp_path):
+    state = ck.TrainState()
+    calls = []
+
+    def step_fn(batch):
+        return tf.constant(0.5), {"seg_loss": tf.constant(0.5)}, tf.constant(True)
+
+    dices = iter([0.2, 0.5, 0.4, 0.6])
+
+    def validate(step):
+        calls.append(step)
+        return {"val_dice": next(dices), "images": np.zeros((1, 4, 12, 3), np.uint8)}
+
+    saved = []
+    writers = (tf.summary.create_file_writer(str(tmp_path / "train")),
+               tf.summary.create_file_writer(str(tmp_path / "eval")))
+    ckpt = ck.Checkpointer(tmp_path / "ckpt", state=state)
+    metrics = loop_lib.MetricsLog(tmp_path / "metrics.json", 0)
+    cfg = loop_lib.LoopConfig(workdir=str(tmp_path), end_step=7, val_every=3, ckpt_every=100, log_every=2)
+    res = loop_lib.run_loop(cfg, state, step_fn, iter(range(100)), ckpt, metrics, validate_fn=validate,
+                            save_best_fn=lambda s, d: saved.append((s, d)), writers=writers)
+    assert calls == [1, 4, 7]
+    assert saved == [(1, 0.2), (4, 0.5)]  # 0.4 at step 7 is not better
+    assert res["best_val_dice"] == pytest.approx(0.5) and res["step"] == 7
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert [e["step"] for e in data["val"]] == [1, 4, 7]
+    assert [e["step"] for e in data["train"]] == [2, 4, 6, 7]
+    assert set(data["train"][0]) == {"step", "loss", "seg_loss"}
+    assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
+    # Resume truncates the history to the restored step.
+    assert [e["step"] for e in loop_lib.MetricsLog(tmp_path / "metrics.json", 4).data["val"]] == [1, 4]
+
+
+def test_config_refuses_shape_changes_but_accepts_others(tmp_path):
+    conf = {"stage": "baseline", "dataset": "acdc", "num_classes": 4, "n_iter": 10}
+    loop_lib.write_or_check_config(tmp_path, conf, ("stage", "dataset", "num_classes"))
+    loop_lib.write_or_check_config(tmp_path, dict(conf, n_iter=20), ("stage", "dataset", "num_classes"))
+    assert json.loads((tmp_path / "config.json").read_text())["n_iter"] == 20
+    with pytest.raises(InputError, match="num_classes: 4 -> 3"):
+        loop_lib.write_or_check_config(tmp_path, dict(conf, num_classes=3), ("stage", "dataset", "num_classes"))
+
+
+def test_resolve_jit_and_overlays():
+    assert resolve_jit("auto") is bool(tf.config.list_physical_devices("GPU"))
+    assert resolve_jit("true") and not resolve_jit("false")
+    with pytest.raises(InputError):
+        resolve_jit("maybe")
+    img = np.random.default_rng(0).random((2, 5, 6)).astype("f4")
+    lab = np.zeros((2, 5, 6), int)
+    lab[:, 2:4, 2:4] = 2
+    out = loop_lib.overlay_images(img, lab, lab, 4)
+    assert out.shape == (2, 5, 18, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 6:12], out[:, :, 12:18])  # GT panel == prediction panel
+
+
+def test_joint_sampler_units_and_skips():
+    from training.joint_data import JointSampler, augment_unit
+
+    rng = np.random.default_rng(0)
+    full = np.zeros((6, 32, 32), np.int32)
+    full[:, 4:12, 4:12], full[:, 14:20, 14:20], full[:, 22:28, 4:12] = 1, 2, 3  # every class in every slice
+    img = rng.random((6, 32, 32)).astype("f4")
+    s = JointSampler([img], [full], [img], [full], num_classes=4, min_seg_classes=3, seed=0)
+    unit = s.sample()
+    assert unit["x_lab"].shape == (20, 32, 32) and unit["x_con"].shape == (20, 32, 32)
+    assert unit["anchor_yx"].shape == (20, 3, 3, 2) and unit["anchor_valid"].all()
+    for k, spec in s.signature().items():
+        if k in unit:
+            assert tuple(spec.shape) == unit[k].shape
+    aug = augment_unit({**{k: tf.constant(v) for k, v in unit.items()}, "valid": tf.constant(True),
+                        "seed": tf.constant([1, 2], tf.int64)}, 4, 10)
+    assert aug["y_lab"].shape == (20, 32, 32, 4) and aug["x_con"].shape == (20, 32, 32, 1)
+    np.testing.assert_allclose(tf.reduce_sum(aug["y_lab"], -1).numpy(), 1.0, atol=1e-5)
+    partial = full.copy()
+    partial[partial == 1] = 0  # class 1 missing from every unlabeled slice -> the iteration is skipped
+    assert JointSampler([img], [full], [img], [partial], 4, 3, seed=0).sample() is None

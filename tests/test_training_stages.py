@@ -1,0 +1,117 @@
+"""Smoke runs of every training stage on the tiny synthetic dataset (64x64, a few steps), checking
+what each stage writes; joint-stage resume across a round boundary; pseudo-label geometry."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from data.errors import InputError
+from tests._training_data import stage_conf, tiny_data  # noqa: F401  (session fixture)
+
+
+def _events(path):
+    return list(path.glob("events.out.tfevents.*"))
+
+
+@pytest.fixture(scope="module")
+def baseline_dir(tiny_data, tmp_path_factory):  # noqa: F811
+    from training.supervised import run_supervised
+
+    wd = tmp_path_factory.mktemp("stages") / "baseline"
+    summary = run_supervised(stage_conf("baseline", tiny_data, wd, n_iter=4))
+    assert summary["step"] == 4
+    return wd
+
+
+def test_baseline_writes_workdir(baseline_dir):
+    wd = baseline_dir
+    conf = json.loads((wd / "config.json").read_text())
+    assert conf["stage"] == "baseline" and conf["num_classes"] == 4 and conf["image_size"] == [64, 64]
+    assert (wd / "best" / "model.weights.h5").is_file() and (wd / "final" / "model.weights.h5").is_file()
+    best = json.loads((wd / "best" / "best.json").read_text())
+    assert best["step"] in (1, 3, 4) and 0.0 <= best["val_dice"] <= 1.0
+    metrics = json.loads((wd / "metrics.json").read_text())
+    assert [e["step"] for e in metrics["val"]] == [1, 3, 4]  # i % 2 == 0 -> steps 1, 3, and the last
+    assert all(np.isfinite(e["loss"]) for e in metrics["train"])
+    assert {"val_dice", "val_dice_rv", "val_dice_myo", "val_dice_lv"} <= set(metrics["val"][0])
+    assert (wd / "ckpt" / "checkpoint").is_file()
+    assert _events(wd / "train") and _events(wd / "eval")
+    from models.io import load_unet
+
+    model = load_unet(str(wd))
+    assert model.output_shape[-1] == 4
+
+
+def test_workdir_with_other_shapes_is_refused(baseline_dir, tiny_data):  # noqa: F811
+    from training.supervised import run_supervised
+
+    with pytest.raises(InputError, match="different configuration"):
+        run_supervised(stage_conf("baseline", tiny_data, baseline_dir, batch_size=8))
+
+
+def test_pseudolabel_then_joint_rounds_and_resume(baseline_dir, tiny_data, tmp_path):  # noqa: F811
+    from data import store
+    from training.joint import run_joint
+    from training.pseudolabel_stage import run_pseudolabel
+
+    wp = tmp_path / "pl"
+    summary = run_pseudolabel(stage_conf("pseudolabel", tiny_data, wp, init_from=str(baseline_dir)))
+    out = wp / "pseudo_labels" / "round_0"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert summary["kept"] == len(manifest["kept"]) == 26
+    # Pseudo-labels keep the geometry of their preprocessed volume.
+    for vid in manifest["kept"][:3]:
+        pl = nib.load(str(out / f"{vid}.nii.gz"))
+        img = nib.load(str(tiny_data / vid / "image.nii.gz"))
+        assert pl.shape == img.shape
+        np.testing.assert_allclose(pl.affine, img.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(pl.dataobj))) <= {0, 1, 2, 3}
+
+    wj = tmp_path / "joint"
+    conf = stage_conf("joint", tiny_data, wj, init_from=str(baseline_dir), pseudo_label_dir=str(out),
+                      rounds=2, n_iter_per_round=2)
+    first = run_joint(conf.replace(max_steps=1))  # stops inside round 0
+    assert first["step"] == 1
+    second = run_joint(conf)  # same command without the cap: resumes and runs both rounds
+    assert second["step"] == 4
+    assert (wj / "pseudo_labels" / "round_1" / "manifest.json").is_file()  # re-estimated after round 0
+    assert not (wj / "pseudo_labels" / "round_2").exists()  # none after the last round
+    assert (wj / "best" / "model.weights.h5").is_file() and (wj / "best_state" / "checkpoint").is_file()
+    metrics = json.loads((wj / "metrics.json").read_text())
+    assert {"seg_loss", "local_loss", "net_loss"} <= set(metrics["train"][-1])
+    assert metrics["val"][-1]["step"] == 4
+    summ = json.loads((wj / "summary.json").read_text())
+    assert summ["skipped"] >= 0 and [r["round"] for r in summ["rounds"]] == [0, 1]
+    # Volumes are never modified by the stages.
+    assert store.load_volume(tiny_data, "001").label is not None
+
+
+def test_joint_rejects_other_bt_size(baseline_dir, tiny_data, tmp_path):  # noqa: F811
+    from training.joint import run_joint
+
+    with pytest.raises(InputError, match="bt_size must be 10"):
+        run_joint(stage_conf("joint", tiny_data, tmp_path / "j", init_from=str(baseline_dir), bt_size=8))
+
+
+def test_pretrain_global_local_then_finetune(tiny_data, tmp_path):  # noqa: F811
+    from training.pretrain import run_pretrain
+    from training.supervised import run_supervised
+
+    wg, wl, wf = tmp_path / "gcl", tmp_path / "lcl", tmp_path / "ft"
+    g = run_pretrain(stage_conf("global", tiny_data, wg, n_iter=2))
+    assert g["step"] == 2 and np.isfinite(g["final_loss"])
+    assert (wg / "final" / "model.weights.h5").is_file()
+    l_sum = run_pretrain(stage_conf("local", tiny_data, wl, n_iter=2, init_from=str(wg)))
+    assert l_sum["step"] == 2 and np.isfinite(l_sum["final_loss"])
+    from models.io import load_unet
+
+    gcl, lcl = load_unet(str(wg)), load_unet(str(wl))
+    # The encoder was copied and then frozen: identical kernels; BN statistics moved (training mode).
+    np.testing.assert_array_equal(gcl.get_layer("enc_c1_a_conv").kernel.numpy(),
+                                  lcl.get_layer("enc_c1_a_conv").kernel.numpy())
+    # Decoder block 3 was trained, block 4 was not (l = 3): block 4 stays at a fresh random init.
+    f = run_supervised(stage_conf("baseline", tiny_data, wf, n_iter=1, init_from=str(wl)))
+    assert f["transferred_layers"] == 24 + 18  # 12 encoder + 9 decoder conv blocks (conv + BN each)
