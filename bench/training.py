@@ -1,0 +1,190 @@
+"""Benchmark of the training engine; prints one JSON object on stdout.
+
+Measures, with the real step builders of ``training.steps`` (median seconds per step after a
+warm-up that traces the step):
+
+* the baseline step (20 images) and the PLC joint step (one 40-image forward: 20 labeled + 20
+  contrastive) in images/s, at the original size (192x192, C = 4) and at the demo size (64x64);
+* the joint step relative to a segmentation-only step with the same 40-image forward
+  (``joint_compute(contrastive=False)``); target <= 1.10;
+* the input pipelines (``data.pipeline.labeled_batches`` and the joint host sampler
+  ``training.joint_data``) in batches/s, relative to the rate at which the step consumes them;
+  target >= 3x;
+* pseudo-label generation (``training.pseudo_labels.generate_pseudo_labels``) in slices/s, with and
+  without the dense CRF, on synthetic-size volumes.
+
+Usage: ``python -m bench.training [--quick] [--steps N]``; ``--quick`` = demo size only, few steps.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from data import pipeline
+from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors
+from losses.segmentation import segmentation_loss
+from models.heads import build_h
+from models.unet import build_unet
+from training import joint_data, steps
+from training.strategy import resolve_jit
+
+C = 4
+
+
+def _median(fn: Callable[[], Any], n: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _volumes(rng: np.random.Generator, size: int, n: int = 4, depth: int = 10):
+    """Volumes with every class in every slice (the joint sampler then never skips)."""
+    images, labels = [], []
+    for _ in range(n):
+        lab = np.zeros((depth, size, size), np.int32)
+        q = size // 8
+        lab[:, 2 * q:4 * q, 2 * q:4 * q] = 1
+        lab[:, 4 * q:6 * q, 2 * q:4 * q] = 2
+        lab[:, 3 * q:5 * q, 4 * q:6 * q] = 3
+        images.append((rng.random((depth, size, size)) * 0.2 + lab * 0.2).astype(np.float32))
+        labels.append(lab)
+    return images, labels
+
+
+def _unit(rng: np.random.Generator, size: int) -> dict[str, tf.Tensor]:
+    lab = rng.integers(0, C, (20, size, size))
+    con = rng.integers(0, C, (20, size, size))
+    yx, valid = sample_anchors(con, C, 3, rng)
+    return {"x_lab": tf.constant(rng.random((20, size, size, 1)), tf.float32),
+            "y_lab": tf.one_hot(lab, C), "x_con": tf.constant(rng.random((20, size, size, 1)), tf.float32),
+            "y_con": tf.one_hot(con, C), "anchor_yx": tf.constant(yx), "anchor_valid": tf.constant(valid)}
+
+
+def bench_steps(size: int, n: int, jit: bool) -> dict[str, Any]:
+    strategy = tf.distribute.get_strategy()
+    rng = np.random.default_rng(0)
+    unet, h = build_unet(C, (size, size)), build_h()
+    two_out = steps.joint_model(unet)
+    seg = functools.partial(segmentation_loss, dsc_loss=2)
+    out: dict[str, Any] = {}
+
+    variables = unet.trainable_variables
+    opt = steps.make_optimizer(1e-3, variables, strategy)
+    base = steps.make_train_step(strategy, steps.seg_compute(unet, seg), variables, opt, jit_compile=jit,
+                                 state_variables=unet.non_trainable_variables)
+    x = tf.constant(rng.random((20, size, size, 1)), tf.float32)
+    y = tf.one_hot(rng.integers(0, C, (20, size, size)), C)
+    t = _median(lambda: float(base((x, y))[0]), n)
+    out["baseline_step_s"] = t
+    out["baseline_images_per_s"] = 20 / t
+
+    unit = _unit(rng, size)
+    jvars = unet.trainable_variables + h.trainable_variables
+    jopt = steps.make_optimizer(1e-3, jvars, strategy)
+    state = unet.non_trainable_variables + h.non_trainable_variables
+    joint = steps.make_train_step(
+        strategy, steps.joint_compute(two_out, h, seg, pseudo_label_local_contrastive_loss, 0.1), jvars, jopt,
+        jit_compile=jit, state_variables=state)
+    seg_only = steps.make_train_step(
+        strategy, steps.joint_compute(two_out, h, seg, pseudo_label_local_contrastive_loss, 0.1, contrastive=False),
+        unet.trainable_variables, steps.make_optimizer(1e-3, unet.trainable_variables, strategy), jit_compile=jit,
+        state_variables=unet.non_trainable_variables)
+    # Interleave the two so that machine-load drift affects both alike.
+    tj, ts = [], []
+    for _ in range(2):
+        joint(unit), seg_only(unit)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        float(joint(unit)[0])
+        tj.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        float(seg_only(unit)[0])
+        ts.append(time.perf_counter() - t0)
+    out["joint_step_s"] = statistics.median(tj)
+    out["joint_images_per_s"] = 40 / out["joint_step_s"]
+    out["seg_only_40_step_s"] = statistics.median(ts)
+    out["joint_over_seg_only"] = out["joint_step_s"] / out["seg_only_40_step_s"]
+    return out
+
+
+def bench_input(size: int, n: int, baseline_step_s: float, joint_step_s: float) -> dict[str, Any]:
+    rng = np.random.default_rng(1)
+    images, labels = _volumes(rng, size)
+    ds = iter(pipeline.labeled_batches(images, labels, C, batch_size=20, seed=0))
+    t = _median(lambda: next(ds), n, warmup=3)
+    out = {"labeled_batches_per_s": 1 / t, "labeled_pipeline_over_consumption": baseline_step_s / t}
+    sampler = joint_data.JointSampler(images, labels, images, labels, C, 3, seed=0)
+    jds = iter(joint_data.joint_dataset(sampler))
+    t = _median(lambda: next(jds), n, warmup=3)
+    out.update({"joint_units_per_s": 1 / t, "joint_pipeline_over_consumption": joint_step_s / t})
+    t = _median(sampler.sample, n, warmup=1)
+    out["joint_host_sampling_s"] = t
+    return out
+
+
+def bench_pseudo_labels(size: int, n_vols: int) -> dict[str, Any]:
+    from configs import get_config
+    from data.store import Volume
+    from evaluation.inference import keras_predictor, predict_volume
+    from training.pseudo_labels import generate_pseudo_labels
+
+    cfg = get_config("synthetic")
+    rng = np.random.default_rng(2)
+    images, _ = _volumes(rng, size, n=n_vols)
+    meta = {"image_size": [size, size], "target_resolution": list(cfg.target_resolution)}
+    vols = [Volume(id=f"{i:03d}", image=img, label=None, meta=meta) for i, img in enumerate(images)]
+    predictor = keras_predictor(build_unet(C, (None, None)))
+
+    def predict_fn(x):
+        return predict_volume(predictor, x[..., 0])
+
+    predict_fn(images[0][..., None])  # trace
+    out = {}
+    for crf in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            generate_pseudo_labels(predict_fn, vols, cfg, tmp, crf=crf, progress=False)
+            dt = time.perf_counter() - t0
+        out[f"pseudo_label_slices_per_s_{'crf' if crf else 'no_crf'}"] = sum(v.image.shape[0] for v in vols) / dt
+    out["pseudo_label_size"] = size
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="demo size only, few steps (smoke test)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument("--jit_compile", default="auto", choices=["auto", "true", "false"])
+    args = parser.parse_args()
+    jit = resolve_jit(args.jit_compile)
+    sizes = [64] if args.quick else [192, 64]
+    n = 2 if args.quick else args.steps
+    result: dict[str, Any] = {
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)",
+        "platform": platform.platform(), "tensorflow": tf.__version__, "jit_compile": jit,
+        "targets": {"joint_over_seg_only": "<= 1.10", "pipeline_over_consumption": ">= 3"}}
+    for size in sizes:
+        r = bench_steps(size, n if size > 64 else max(n, 2 * n), jit)
+        r.update(bench_input(size, max(n, 5), r["baseline_step_s"], r["joint_step_s"]))
+        result[f"{size}x{size}"] = r
+    result.update(bench_pseudo_labels(64, 2 if args.quick else 6))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
