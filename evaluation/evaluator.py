@@ -17,23 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from data.atomic import atomic_save_nifti
 from data.errors import InputError
 from evaluation import plots, report
-from evaluation.inference import CHUNK, as_predictor, native_spacing, predict_native
+from evaluation.inference import CHUNK, as_predictor, label_image_like, native_spacing, predict_stored_volume
 from evaluation.metrics import VolumeMetrics, volume_metrics
-
-
-def native_prediction_image(pred: np.ndarray, native_img: Any) -> nib.Nifti1Image:
-    """An int16 NIfTI of ``pred`` (H0, W0, D) with the affine and header of ``native_img``."""
-    header = native_img.header.copy()
-    header.set_data_dtype(np.int16)
-    img = nib.Nifti1Image(np.asarray(pred, dtype=np.int16), native_img.affine, header)
-    img.header.set_slope_inter(1.0, 0.0)
-    return img
 
 
 def run_evaluation(model: Any, data_dir: str | os.PathLike, ids: Sequence[str], cfg: Any,
@@ -58,8 +48,6 @@ def run_evaluation(model: Any, data_dir: str | os.PathLike, ids: Sequence[str], 
     Returns:
         The summary dict written to ``summary.json``.
     """
-    from data import store
-
     if not ids:
         raise InputError("no volumes to evaluate (empty id list)")
     out = Path(out_dir)
@@ -67,19 +55,13 @@ def run_evaluation(model: Any, data_dir: str | os.PathLike, ids: Sequence[str], 
     results: list[VolumeMetrics] = []
     for k, vid in enumerate(ids):
         t0 = time.time()
-        vol = store.load_volume(data_dir, vid)
-        native = store.load_native_label(data_dir, vid)
-        gt = np.asarray(native.dataobj).astype(np.int64)
-        pred, probs = predict_native(predictor, vol.image, vol.meta, chunk)  # (H0, W0, D), (D, H, W, C)
-        if gt.shape != pred.shape:
-            raise InputError(f"{data_dir}/{vid}: native label shape {gt.shape} differs from the geometry "
-                             f"in meta.json {pred.shape}")
-        m = volume_metrics(gt, pred, cfg.num_classes, native_spacing(native))
+        p = predict_stored_volume(predictor, data_dir, vid, chunk)
+        m = volume_metrics(p.gt, p.pred, cfg.num_classes, native_spacing(p.native))
         results.append(m)
         if write_predictions:
-            atomic_save_nifti(native_prediction_image(pred, native), out / "predictions" / f"{vid}.nii.gz")
+            atomic_save_nifti(label_image_like(p.pred, p.native), out / "predictions" / f"{vid}.nii.gz")
         if k < num_plot_volumes:
-            plots.overlay_figure(vol.image, vol.label, np.argmax(probs, axis=-1), cfg.num_classes,
+            plots.overlay_figure(p.volume.image, p.volume.label, np.argmax(p.probs, axis=-1), cfg.num_classes,
                                  out / "plots" / f"overlay_{vid}.png", title=f"volume {vid}")
         if verbose:
             dice = ", ".join(f"{s} {m.dice[c]:.3f}" for c, s in enumerate(cfg.struct_names, start=1))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +25,17 @@ CHUNK = 20
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
-_PREDICTORS: "weakref.WeakKeyDictionary[Any, Predictor]" = weakref.WeakKeyDictionary()
+_CACHE_ATTR = "_plc_softmax_predictor"
 
 
 def keras_predictor(model: Any) -> Predictor:
     """Softmax predictor of a Keras model (inference-mode BN), traced once for any N, H, W.
 
-    The traced function is cached per model, so repeated validation calls do not retrace.
+    The traced function is cached on the model object, so repeated validation calls do not retrace.
+    (A cache keyed weakly by the model would never free it: the cached predictor refers to the model.
+    The attribute makes a plain reference cycle that the garbage collector frees with the model.)
     """
-    cached = _PREDICTORS.get(model)
+    cached = getattr(model, _CACHE_ATTR, None)
     if cached is not None:
         return cached
     import tensorflow as tf
@@ -46,7 +47,10 @@ def keras_predictor(model: Any) -> Predictor:
     def predict(x: np.ndarray) -> np.ndarray:
         return probs_fn(tf.convert_to_tensor(x, tf.float32)).numpy()
 
-    _PREDICTORS[model] = predict
+    try:  # bypass Keras attribute tracking: a plain function is not model state
+        object.__setattr__(model, _CACHE_ATTR, predict)
+    except (AttributeError, TypeError):
+        pass
     return predict
 
 
@@ -115,6 +119,62 @@ def predict_native(predictor: Predictor, image: np.ndarray, meta: Mapping[str, A
     return geometry.labels_to_native(probs, meta), probs
 
 
+def label_image_like(labels: np.ndarray, reference: Any) -> Any:
+    """An int16 NIfTI of ``labels`` (H0, W0, D) with the affine and header of ``reference``.
+
+    Used for evaluation predictions (reference = the native label file) and ``predict.py`` outputs
+    (reference = the input scan): geometry, units, description and orientation codes are kept; the
+    data type becomes int16, scaling is reset and the shape follows ``labels`` (a 4-D input gives a
+    3-D output).
+    """
+    import nibabel as nib
+
+    header = reference.header.copy()
+    header.set_data_dtype(np.int16)
+    img = nib.Nifti1Image(np.asarray(labels, dtype=np.int16), reference.affine, header)
+    img.header.set_slope_inter(1.0, 0.0)
+    return img
+
+
+@dataclass(frozen=True)
+class NativePrediction:
+    """A stored volume predicted and mapped to its native grid.
+
+    Attributes:
+        volume: the preprocessed volume (``data.store.Volume``).
+        native: the native label file (nibabel image, original affine and header).
+        gt: ``(H0, W0, D)`` int64 native ground truth.
+        pred: ``(H0, W0, D)`` int16 native prediction.
+        probs: ``(D, H, W, C)`` probabilities on the network grid.
+    """
+
+    volume: Any
+    native: Any
+    gt: np.ndarray
+    pred: np.ndarray
+    probs: np.ndarray
+
+
+def predict_stored_volume(predictor: Predictor, data_dir: str | os.PathLike, vid: str,
+                          chunk: int = CHUNK) -> NativePrediction:
+    """Predict volume ``vid`` of a preprocessed data directory and map it to the native grid.
+
+    Raises:
+        InputError: unknown id, missing native label, or a native label whose shape disagrees with
+            the geometry in ``meta.json``.
+    """
+    from data import store
+
+    vol = store.load_volume(data_dir, vid)
+    native = store.load_native_label(data_dir, vid)
+    gt = np.asarray(native.dataobj).astype(np.int64)  # (H0, W0, D)
+    pred, probs = predict_native(predictor, vol.image, vol.meta, chunk)  # (H0, W0, D), (D, H, W, C)
+    if gt.shape != pred.shape:
+        raise InputError(f"{data_dir}/{vid}: native label shape {gt.shape} differs from the geometry in "
+                         f"meta.json {pred.shape}")
+    return NativePrediction(volume=vol, native=native, gt=gt, pred=pred, probs=probs)
+
+
 def native_spacing(native_img: Any) -> tuple[float, float, float]:
     """Voxel size ``(x, y, z)`` in mm from a nibabel image header (z = 1 for 2-D files)."""
     zooms = tuple(float(z) for z in native_img.header.get_zooms()[:3])
@@ -153,18 +213,11 @@ def evaluate_volumes(model: Any, data_dir: str | os.PathLike, ids: Sequence[str]
     Returns:
         A :class:`ValidationResult`.
     """
-    from data import store
-
     predictor = as_predictor(model)
     dice = []
     for vid in ids:
-        vol = store.load_volume(data_dir, vid)
-        pred, _ = predict_native(predictor, vol.image, vol.meta, chunk)  # (H0, W0, D)
-        gt = np.asarray(store.load_native_label(data_dir, vid).dataobj)
-        if gt.shape != pred.shape:
-            raise InputError(f"{data_dir}/{vid}: native label shape {gt.shape} differs from the geometry in "
-                             f"meta.json {pred.shape}")
-        dice.append(volume_metrics(gt, pred, cfg.num_classes, (1.0,) * gt.ndim, surface=False).dice)
+        p = predict_stored_volume(predictor, data_dir, vid, chunk)
+        dice.append(volume_metrics(p.gt, p.pred, cfg.num_classes, (1.0,) * p.gt.ndim, surface=False).dice)
     dice_arr = np.stack(dice) if dice else np.zeros((0, cfg.num_classes))  # (V, C)
     scores = np.array([foreground_mean(d) for d in dice_arr])  # (V,)
     finite = scores[~np.isnan(scores)]

@@ -18,7 +18,7 @@ import numpy as np
 from data.atomic import atomic_save_nifti
 from data.errors import InputError
 from data.nifti_io import load_nifti
-from evaluation.inference import CHUNK, Predictor, predict_native
+from evaluation.inference import CHUNK, Predictor, label_image_like, predict_native
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -102,11 +102,7 @@ def segment_file(predictor: Predictor, cfg: Any, in_path: str | os.PathLike, out
     if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
         raise InputError(f"{in_path}: voxel spacing missing or invalid in the header {zooms}")
     labels = segment_volume(predictor, cfg, image, zooms, n4=n4, chunk=chunk)
-    header = img.header.copy()
-    header.set_data_dtype(np.int16)
-    out = nib.Nifti1Image(labels, img.affine, header)
-    out.header.set_slope_inter(1.0, 0.0)
-    atomic_save_nifti(out, out_path)
+    atomic_save_nifti(label_image_like(labels, img), out_path)
     return labels
 
 

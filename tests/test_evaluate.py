@@ -55,6 +55,21 @@ def test_predict_volume_chunks_match_single_pass():
         inference.predict_volume(counting, image[0])
 
 
+def test_keras_predictor_does_not_keep_model_alive():
+    import gc
+    import weakref
+
+    from models.unet import build_unet
+
+    model = build_unet(2)
+    predict = inference.keras_predictor(model)
+    assert predict(np.zeros((1, 32, 32, 1), np.float32)).shape == (1, 32, 32, 2)
+    ref = weakref.ref(model)
+    del model, predict
+    gc.collect()
+    assert ref() is None  # the per-model cache must not leak every validated model
+
+
 def test_evaluate_volumes_oracle_native_dice(data_dir, cfg):
     res = inference.evaluate_volumes(ed.oracle_predictor, data_dir, VAL_IDS, cfg)
     assert res.dice.shape == (4, 4) and res.ids == VAL_IDS
