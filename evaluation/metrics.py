@@ -40,6 +40,10 @@ def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.nda
 
     Returns:
         float64 array ``(C,)``; NaN where the class is absent from both ``gt`` and ``pred``.
+
+    Raises:
+        InputError: shapes differ, or a label lies outside ``0..num_classes-1`` (it would otherwise
+            be dropped silently, e.g. raw MM-WHS values 205..850).
     """
     gt = np.asarray(gt)
     pred = np.asarray(pred)
@@ -47,6 +51,9 @@ def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.nda
         raise InputError(f"ground truth shape {gt.shape} differs from prediction shape {pred.shape}")
     g = gt.ravel().astype(np.int64)
     p = pred.ravel().astype(np.int64)
+    for name, arr in (("ground truth", g), ("prediction", p)):
+        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+            raise InputError(f"{name} labels span {arr.min()}..{arr.max()}, outside 0..{num_classes - 1}")
     n_gt = np.bincount(g, minlength=num_classes)[:num_classes].astype(np.float64)  # (C,)
     n_pred = np.bincount(p, minlength=num_classes)[:num_classes].astype(np.float64)  # (C,)
     n_both = np.bincount(g[g == p], minlength=num_classes)[:num_classes].astype(np.float64)  # (C,)

@@ -87,6 +87,14 @@ def test_dice_shape_mismatch_raises():
         metrics.dice_per_class(np.zeros((2, 2)), np.zeros((2, 3)), 2)
 
 
+def test_dice_labels_outside_class_range_raise():
+    gt = np.array([[0, 205], [420, 0]])  # raw MM-WHS values would be dropped by a truncated bincount
+    with pytest.raises(ValueError, match="ground truth labels span 0..420"):
+        metrics.dice_per_class(gt, np.zeros_like(gt), 8)
+    with pytest.raises(ValueError, match="prediction labels span -1..0"):
+        metrics.dice_per_class(np.zeros((2, 2)), -np.eye(2), 2)
+
+
 # ---------------------------------------------------------------- surface distances, analytic
 
 
