@@ -150,7 +150,7 @@ def aggregate(runs: Sequence[Run]) -> tuple[list[dict[str, Any]], list[dict[str,
         structs = list(members[0].summary.get("structures", {}).keys())
         row: dict[str, Any] = {"dataset": dataset, "method": method, "no_of_tr_imgs": tr,
                                "n_runs": len(members),
-                               "runs": " ".join(f"c{m.comb_tr_imgs}/s{m.seed}" for m in members)}
+                               "runs": " ".join(f"{m.comb_tr_imgs}/s{m.seed}" for m in members)}
         for metric in METRIC_NAMES:
             mean, std, _ = _mean_std([_score(m, metric, None) for m in members])
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std

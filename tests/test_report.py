@@ -102,6 +102,7 @@ def test_aggregate_tables(tmp_path):
     assert by[("baseline", "tr1")]["dice_mean"] == pytest.approx(0.6)
     assert by[("baseline", "tr1")]["dice_std"] == pytest.approx(0.1)
     assert by[("baseline", "tr1")]["n_runs"] == 2
+    assert by[("baseline", "tr1")]["runs"] == "c1/s0 c2/s0"
     assert by[("joint", "tr8")]["dice_mean"] == pytest.approx(0.8)
     assert by[("PLC", "tr1")]["dice_RV_mean"] == pytest.approx(0.8)
     assert len(run_rows) == 5
