@@ -47,12 +47,16 @@ def main(argv: list[str]) -> None:
         raise InputError(f"--workdir={FLAGS.workdir}: directory not found")
     if not os.path.exists(model_path) and not os.path.isfile(model_path + ".index"):
         raise InputError(f"--model={model_path}: no such file or directory")
+    from evaluation.inference import (config_value, find_workdir, is_saved_model, load_model_and_dataset,
+                                      workdir_config)
+
+    if FLAGS.export_dir and is_saved_model(model_path):  # refuse before a long evaluation
+        raise InputError(f"--export_dir: --model={model_path} is already a SavedModel")
     import keras
 
     import configs
     from evaluation.evaluator import run_evaluation
     from evaluation.export import data_n4, export_saved_model, metadata_for
-    from evaluation.inference import config_value, find_workdir, load_model_and_dataset, workdir_config
 
     config = workdir_config(FLAGS.workdir or model_path)
     model, dataset = load_model_and_dataset(model_path, FLAGS.dataset or config_value(config, "dataset"))

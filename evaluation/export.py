@@ -22,14 +22,16 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
-
-import keras
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any
 
 from data.atomic import atomic_dir, atomic_write_json
 from data.errors import InputError
-from models.unet import DOWNSAMPLING
+
+if TYPE_CHECKING:
+    import keras
+
+# keras / tensorflow are imported inside the functions that need them, so that scripts can check
+# their arguments (is this a SavedModel? which version?) and fail fast without loading TensorFlow.
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
@@ -69,6 +71,11 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
     Returns:
         The version folder.
     """
+    import keras
+    import tensorflow as tf
+
+    from models.unet import DOWNSAMPLING
+
     version = next_version(export_dir) if version is None else int(version)
     target = Path(export_dir) / str(version)
     if target.exists():
@@ -144,6 +151,8 @@ def define_flags(flag_values: Any = None) -> None:
 
 def run_cli(fv: Any) -> Path:
     """Export the model named by parsed flags ``fv``; returns the version folder."""
+    import keras
+
     from evaluation.inference import config_value, load_model_and_dataset, workdir_config
 
     if not fv.model or not fv.export_dir:

@@ -173,3 +173,10 @@ def test_evaluate_script_errors(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --workdir=")
+    (tmp_path / "sm" / "1").mkdir(parents=True)  # looks like a SavedModel base folder
+    (tmp_path / "sm" / "1" / "saved_model.pb").write_bytes(b"")
+    proc = subprocess.run([sys.executable, "evaluate.py", f"--model={tmp_path / 'sm'}", "--dataset=synthetic",
+                           f"--export_dir={tmp_path / 'exp'}"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2  # refused before loading anything or evaluating
+    expected = f"error: --export_dir: --model={tmp_path / 'sm'} is already a SavedModel"
+    assert proc.stderr.strip().splitlines()[-1] == expected
