@@ -161,3 +161,11 @@ def test_joint_sampler_units_and_skips():
     partial = full.copy()
     partial[partial == 1] = 0  # class 1 missing from every unlabeled slice -> the iteration is skipped
     assert JointSampler([img], [full], [img], [partial], 4, 3, seed=0).sample() is None
+
+
+def test_chief_task_convention():
+    from training.strategy import chief_task
+
+    assert chief_task(None, None, False)
+    assert chief_task("worker", 0, False) and not chief_task("worker", 1, False)
+    assert chief_task("chief", 0, True) and not chief_task("worker", 0, True)

@@ -102,9 +102,16 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     resolver = strategy.cluster_resolver
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or (task_type in ("chief", "worker") and task_id == 0
-                                 and not _has_chief_task())
+    return chief_task(resolver.task_type, resolver.task_id, _has_chief_task())
+
+
+def chief_task(task_type: str | None, task_id: int | None, has_chief: bool) -> bool:
+    """TensorFlow's convention: the ``chief`` task if the cluster has one, else worker 0."""
+    if task_type is None:
+        return True
+    if has_chief:
+        return task_type == "chief"
+    return task_type == "worker" and int(task_id or 0) == 0
 
 
 def _has_chief_task() -> bool:
