@@ -112,6 +112,31 @@ def test_run_evaluation_outputs(tmp_path, data_dir, cfg):
     assert summary["overall"]["dice"]["mean"] > 0.9
 
 
+def test_run_evaluation_surface_metrics_use_header_spacing(tmp_path, data_dir, cfg):
+    from medpy.metric import binary as medpy_binary  # independent implementation (test-only dependency)
+
+    def shifted(x):  # the oracle, displaced by 3 network pixels: non-zero surface distances
+        return ed.oracle_predictor(np.roll(x, 3, axis=2))
+
+    vid = VAL_IDS[0]
+    summary = run_evaluation(shifted, data_dir, [vid], cfg, tmp_path / "ev", num_plot_volumes=0, verbose=False)
+    row = next(csv.DictReader((tmp_path / "ev" / "per_volume.csv").read_text().splitlines()))
+    native = store.load_native_label(data_dir, vid)
+    spacing = native.header.get_zooms()
+    assert len(set(spacing)) == 3  # anisotropic: voxel units would give other numbers
+    gt = np.asarray(native.dataobj)
+    pred = np.asarray(nib.load(str(tmp_path / "ev" / "predictions" / f"{vid}.nii.gz")).dataobj)
+    for c, s in enumerate(cfg.struct_names, start=1):
+        a, b = pred == c, gt == c
+        hd_mm = medpy_binary.hd95(a, b, voxelspacing=spacing)
+        assert hd_mm > 0
+        assert float(row[f"hd95_mm_{s}"]) == pytest.approx(hd_mm, abs=1e-5)
+        assert float(row[f"assd_mm_{s}"]) == pytest.approx(medpy_binary.assd(a, b, voxelspacing=spacing), abs=1e-5)
+        assert float(row[f"hd95_vox_{s}"]) == pytest.approx(medpy_binary.hd95(a, b), abs=1e-5)
+        assert summary["structures"][s]["hd95_mm"]["mean"] == pytest.approx(hd_mm, abs=1e-9)
+    assert float(row["hd95_mm_lv"]) != pytest.approx(float(row["hd95_vox_lv"]))
+
+
 def test_predict_on_raw_file_equals_evaluation(tmp_path, data_dir, cfg):
     from evaluation.segment import segment_file
 
