@@ -26,13 +26,12 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
+from configs.mmwhs import LABEL_MAP as MMWHS_LABEL_MAP
 from data.errors import InputError
 from data.nifti_io import NiftiVolume, check_same_grid, load_nifti, to_label_array
 
 LAYOUTS = ("acdc", "prostate_md", "mmwhs")
 PHASES = ("ED", "ES")
-# MM-WHS label value -> class index (Myo, LA, LV, RA, RV, AA, PA); see configs.mmwhs.
-MMWHS_LABEL_MAP = {0: 0, 205: 1, 420: 2, 500: 3, 550: 4, 600: 5, 820: 6, 850: 7}
 INFO_REQUIRED = ("ED", "ES")
 
 
