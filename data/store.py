@@ -49,14 +49,22 @@ def read_dataset_json(data_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{path}: not found; is --data_dir a directory written by data.preprocess?")
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    return info
 
 
 def list_ids(data_dir: str | os.PathLike) -> list[str]:
     """Volume ids of a data dir, in the order of ``dataset.json``."""
-    return [str(i) for i in read_dataset_json(data_dir)["ids"]]
+    info = read_dataset_json(data_dir)
+    ids = info.get("ids")
+    if not isinstance(ids, list):
+        raise InputError(f"{Path(data_dir) / 'dataset.json'}: no 'ids' list; is --data_dir a directory written "
+                         "by data.preprocess?")
+    return [str(i) for i in ids]
 
 
 def _volume_dir(data_dir: str | os.PathLike, vid: str) -> Path:

@@ -131,6 +131,15 @@ def test_unknown_ids(acdc, tmp_path):
         store.list_ids(acdc)
 
 
+def test_malformed_dataset_json(tmp_path):
+    path = tmp_path / "dataset.json"
+    for text, msg in (("[1, 2]", "expected a JSON object"), ('{"dataset": "acdc"}', "no 'ids' list"),
+                      ('{"ids": "001"}', "no 'ids' list"), ("{", "invalid JSON")):
+        path.write_text(text)
+        with pytest.raises(InputError, match=msg):
+            store.list_ids(tmp_path)
+
+
 def test_out_dir_inside_raw_dir(acdc, tmp_path):
     with pytest.raises(InputError, match="is inside --raw_dir"):
         preprocess.preprocess_dataset("acdc", acdc, acdc / "pp")
