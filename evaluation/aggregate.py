@@ -28,6 +28,7 @@ import numpy as np
 
 from data.atomic import atomic_write_text
 from data.errors import InputError
+from evaluation.inference import config_value
 from evaluation.metrics import METRIC_NAMES
 from evaluation.report import rows_to_csv
 
@@ -58,16 +59,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 def method_label(config: dict[str, Any]) -> str | None:
     """Row label of a run from its ``config.json``.
 
-    ``config["method"]`` if present; else the stage, with the stage it was initialized from for a
+    ``method`` if present (keys at the top level of ``config.json`` or one level down, as
+    ``evaluation.inference.config_value`` reads them); else the stage, with the stage it was initialized from for a
     fine-tuned baseline (``baseline<-local`` = fine-tuned after GCL + LCL pre-training, ``baseline<-global``
     = after GCL only), so random-init and fine-tuned baselines form different rows.
     """
-    if config.get("method"):
-        return str(config["method"])
-    stage = config.get("stage")
+    if config_value(config, "method"):
+        return str(config_value(config, "method"))
+    stage = config_value(config, "stage")
     if not stage:
         return None
-    init = config.get("init_from")
+    init = config_value(config, "init_from")
     if stage == "baseline" and init:
         init_cfg = Path(str(init)) / "config.json"
         init_stage = None
@@ -104,10 +106,15 @@ def load_run(spec: str, eval_name: str = "eval_test") -> Run:
     method = method or method_label(config) or workdir.resolve().parent.name
     return Run(
         workdir=str(workdir), method=str(method),
-        dataset=str(summary.get("dataset") or config.get("dataset", "?")),
-        no_of_tr_imgs=str(config.get("no_of_tr_imgs", summary.get("no_of_tr_imgs", "?"))),
-        comb_tr_imgs=str(config.get("comb_tr_imgs", summary.get("comb_tr_imgs", "?"))),
-        seed=config.get("seed"), summary=summary)
+        dataset=str(summary.get("dataset") or config_value(config, "dataset") or "?"),
+        no_of_tr_imgs=str(_first(config_value(config, "no_of_tr_imgs"), summary.get("no_of_tr_imgs"), "?")),
+        comb_tr_imgs=str(_first(config_value(config, "comb_tr_imgs"), summary.get("comb_tr_imgs"), "?")),
+        seed=config_value(config, "seed"), summary=summary)
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None."""
+    return next(v for v in values if v is not None)
 
 
 def _score(run: Run, metric: str, struct: str | None) -> float:

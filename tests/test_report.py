@@ -122,6 +122,15 @@ def test_method_label(tmp_path):
     assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "gone")}) == "baseline<-gone"
     assert aggregate.method_label({"stage": "joint", "method": "PLC"}) == "PLC"
     assert aggregate.method_label({}) is None
+    assert aggregate.method_label({"flags": {"stage": "joint"}}) == "joint"  # one level down (INTERFACES)
+
+
+def test_load_run_nested_config(tmp_path):
+    wd = _fake_run(tmp_path, "n", "joint", "tr8", "c3", 2, [[0.5, 0.5, 0.5]])
+    (wd / "config.json").write_text(json.dumps({"flags": {"stage": "joint", "dataset": "acdc",
+                                                          "no_of_tr_imgs": "tr8", "comb_tr_imgs": "c3", "seed": 2}}))
+    run = aggregate.load_run(str(wd))
+    assert (run.method, run.no_of_tr_imgs, run.comb_tr_imgs, run.seed) == ("joint", "tr8", "c3", 2)
 
 
 def test_aggregate_errors(tmp_path):
