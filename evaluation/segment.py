@@ -101,7 +101,10 @@ def segment_file(predictor: Predictor, cfg: Any, in_path: str | os.PathLike, out
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
         raise InputError(f"{in_path}: voxel spacing missing or invalid in the header {zooms}")
-    labels = segment_volume(predictor, cfg, image, zooms, n4=n4, chunk=chunk)
+    try:
+        labels = segment_volume(predictor, cfg, image, zooms, n4=n4, chunk=chunk)
+    except InputError as exc:  # e.g. a constant image: name the file (a folder may hold many)
+        raise InputError(str(exc) if str(in_path) in str(exc) else f"{in_path}: {exc}") from None
     atomic_save_nifti(label_image_like(labels, img), out_path)
     return labels
 

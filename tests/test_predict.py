@@ -62,6 +62,10 @@ def test_read_input_errors(tmp_path):
     (tmp_path / "junk.nii.gz").write_bytes(gzip.compress(b"not a nifti file at all"))
     with pytest.raises(InputError, match="cannot read"):
         segment.read_input_volume(tmp_path / "junk.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(data.shape, 7.0, np.float32), img.affine), str(tmp_path / "const.nii.gz"))
+    with pytest.raises(InputError, match=r"const\.nii\.gz: image intensities are constant"):
+        segment.segment_file(ed.oracle_predictor, CFG, tmp_path / "const.nii.gz", tmp_path / "c_out.nii.gz")
+    assert not (tmp_path / "c_out.nii.gz").exists()
     raw = (tmp_path / "ok.nii.gz").read_bytes()
     (tmp_path / "trunc.nii.gz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError, match="trunc.nii.gz"):
