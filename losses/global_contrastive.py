@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from data.errors import InputError
+from losses.reduction import check_reduction, reduce_per_unit
 
 L2_EPSILON = 1e-12
 
@@ -119,6 +120,7 @@ def global_contrastive_loss(z: tf.Tensor, exp_no: int, bt_size: int, n_parts: in
     Returns:
         Scalar loss (or per-unit values).
     """
+    check_reduction(reduction)
     anchor, positive, neg_mask, divisor = global_index_tables(exp_no, bt_size, n_parts)
     n = neg_mask.shape[1]
     z = tf.convert_to_tensor(z)
@@ -129,8 +131,4 @@ def global_contrastive_loss(z: tf.Tensor, exp_no: int, bt_size: int, n_parts: in
     sim = cosine_similarity_matrix(z, temperature)  # (N, N)
     terms = info_nce_terms(sim, anchor, positive, neg_mask)  # (T, U)
     per_unit = tf.reduce_sum(terms, axis=0) / divisor  # (U,)
-    if reduction == "none":
-        return per_unit
-    if reduction == "mean":
-        return tf.reduce_mean(per_unit)
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return reduce_per_unit(per_unit, reduction)  # (U,) or scalar

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from data.errors import InputError
+from losses.reduction import check_reduction, reduce_per_unit
 
 L2_EPSILON = 1e-12
 
@@ -142,6 +143,7 @@ def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 
     Returns:
         Scalar loss (or per-unit values).
     """
+    check_reduction(reduction)
     if exp_no not in (0, 1):
         raise InputError(f"--local_loss_exp_no must be 0 or 1, got {exp_no}")
     if num_negatives is None:
@@ -194,9 +196,5 @@ def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 
         negatives = tf.concat([own_neg, partner_neg], axis=3)  # (3, A, R, 2K, d)
         terms = _info_nce(tf.broadcast_to(anchor, tf.shape(positive)), positive, negatives, temperature)  # (3, A, R)
         per_unit = tf.reduce_sum(terms, axis=[0, 2]) / (2.0 * r)  # (A,)
-    if reduction == "none":
-        return per_unit
-    if reduction == "mean":
-        return tf.reduce_mean(per_unit)
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return reduce_per_unit(per_unit, reduction)  # (U,) or scalar
 

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from data.errors import InputError
+from losses.reduction import check_reduction
 
 # The pairing table of §3.4.2 for ``local_loss_exp_no=1`` (inter). The 10 selected slices are
 # indexed ``[L0..L4, U0..U4]`` = 0..9; pair k = (slice FIRST[k], slice SECOND[k]).
@@ -102,8 +103,7 @@ def pseudo_label_local_contrastive_loss(
         InputError: inconsistent static shapes, unknown ``reduction``, or
             ``replicate_original_weighting`` with ``reduction="none"``.
     """
-    if reduction not in ("mean", "none"):
-        raise InputError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    check_reduction(reduction)
     if replicate_original_weighting and reduction != "mean":
         raise InputError("replicate_original_weighting only supports reduction='mean'")
     embeddings = tf.convert_to_tensor(embeddings)

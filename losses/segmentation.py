@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from losses.reduction import reduce_per_unit
+
 DICE_EPSILON = 1e-10
 # Class weights of the originals' weighted cross-entropy, by number of classes.
 DEFAULT_CLASS_WEIGHTS = {
@@ -26,14 +28,6 @@ DEFAULT_CLASS_WEIGHTS = {
     4: (0.1, 0.3, 0.3, 0.3),
     8: (0.09,) + (0.13,) * 7,
 }
-
-
-def _reduce(per_image: tf.Tensor, reduction: str) -> tf.Tensor:
-    if reduction == "none":
-        return per_image
-    if reduction == "mean":
-        return tf.reduce_mean(per_image)
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 def dice_per_class(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -66,7 +60,7 @@ def dice_loss(logits: tf.Tensor, labels: tf.Tensor, include_background: bool = T
     dice = dice_per_class(logits, labels)  # (N, C)
     if not include_background:
         dice = dice[:, 1:]  # (N, C-1)
-    return _reduce(1.0 - tf.reduce_mean(dice, axis=1), reduction)
+    return reduce_per_unit(1.0 - tf.reduce_mean(dice, axis=1), reduction)
 
 
 def weighted_cross_entropy(logits: tf.Tensor, labels: tf.Tensor, class_weights: Sequence[float],
@@ -83,7 +77,7 @@ def weighted_cross_entropy(logits: tf.Tensor, labels: tf.Tensor, class_weights: 
     cw = tf.convert_to_tensor(class_weights, dtype=logits.dtype)  # (C,)
     weights = tf.reduce_sum(labels * cw, axis=-1)  # (N, H, W)
     ce = -tf.reduce_sum(labels * tf.nn.log_softmax(logits, axis=-1), axis=-1)  # (N, H, W)
-    return _reduce(tf.reduce_mean(weights * ce, axis=[1, 2]), reduction)
+    return reduce_per_unit(tf.reduce_mean(weights * ce, axis=[1, 2]), reduction)
 
 
 def segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, dsc_loss: int = 2,

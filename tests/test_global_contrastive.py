@@ -166,3 +166,5 @@ def test_bad_arguments():
         global_contrastive_loss(tf.zeros((8, 4)), 3, 2, 4)
     with pytest.raises(ValueError, match="expects 48 rows"):
         global_contrastive_loss(tf.zeros((36, 4)), 2, 12, 4)
+    with pytest.raises(InputError, match="reduction"):
+        global_contrastive_loss(tf.zeros((48, 4)), 2, 12, 4, reduction="sum")

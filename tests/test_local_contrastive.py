@@ -193,3 +193,5 @@ def test_bad_arguments():
         local_contrastive_loss(tf.zeros((4, 3, 3, 2)), 0, 13, 1)
     with pytest.raises(ValueError):
         local_contrastive_loss(tf.zeros((3, 8, 8, 2)), 0, 13, 1)
+    with pytest.raises(InputError, match="reduction"):
+        local_contrastive_loss(f, 0, 13, 1, reduction="sum")
