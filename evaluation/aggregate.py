@@ -102,6 +102,10 @@ def load_run(spec: str, eval_name: str = "eval_test") -> Run:
         if not summary_path.is_file():
             raise InputError(f"--workdirs: {summary_path} not found (run evaluate.py on {spec} first)")
     summary = _read_json(summary_path)
+    if not isinstance(summary, dict) or not isinstance(summary.get("overall"), dict) \
+            or not isinstance(summary.get("structures"), dict):
+        raise InputError(f"--workdirs: {summary_path} is not an evaluate.py summary (no 'overall'/'structures'; "
+                         f"a stage's own W/summary.json is not one)")
     config = _read_json(workdir / "config.json") if (workdir / "config.json").is_file() else {}
     method = method or method_label(config) or workdir.resolve().parent.name
     return Run(

@@ -139,6 +139,9 @@ def test_aggregate_errors(tmp_path):
     (tmp_path / "w").mkdir()
     with pytest.raises(InputError, match="evaluate.py"):
         aggregate.load_run(str(tmp_path / "w"))
+    (tmp_path / "w" / "summary.json").write_text(json.dumps({"final_step": 10}))  # a stage summary
+    with pytest.raises(InputError, match="not an evaluate.py summary"):
+        aggregate.load_run(str(tmp_path / "w" / "summary.json"))
 
 
 def test_aggregate_cli(tmp_path):
