@@ -16,6 +16,7 @@ class and image; ``s(u, v) = cos(u, v) / tau``; E = embedding channels.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 import numpy as np
@@ -255,16 +256,21 @@ def sample_anchors(
     return anchor_yx, anchor_valid
 
 
-def _first_full_label_slices(labels: np.ndarray, num_classes: int, count: int) -> Optional[np.ndarray]:
-    """Indices of the first ``count`` slices whose label set is exactly {0..C-1}, or None."""
-    wanted = np.arange(num_classes)
+def _first_slices(labels: np.ndarray, keep: Callable[[np.ndarray], bool], count: int) -> Optional[np.ndarray]:
+    """Indices of the first ``count`` slices whose sorted label values satisfy ``keep``, or None."""
     found = []
     for i in range(labels.shape[0]):  # host scan with early exit, as the original
-        if np.array_equal(np.unique(labels[i]), wanted):
+        if keep(np.unique(labels[i])):
             found.append(i)
             if len(found) == count:
                 return np.asarray(found)
     return None
+
+
+def _first_full_label_slices(labels: np.ndarray, num_classes: int, count: int) -> Optional[np.ndarray]:
+    """Indices of the first ``count`` slices whose label set is exactly {0..C-1}, or None."""
+    wanted = np.arange(num_classes)
+    return _first_slices(labels, lambda values: np.array_equal(values, wanted), count)
 
 
 def assemble_contrastive_batch(
@@ -354,11 +360,4 @@ def select_segmentation_slices(labels: np.ndarray, min_classes: int, batch_size:
     Returns:
         ``(batch_size,)`` int indices into ``labels``, or None when fewer qualify (iteration skipped).
     """
-    labels = np.asarray(labels)
-    found = []
-    for i in range(labels.shape[0]):  # host scan with early exit, as the original
-        if np.unique(labels[i]).size >= min_classes:
-            found.append(i)
-            if len(found) == batch_size:
-                return np.asarray(found)
-    return None
+    return _first_slices(np.asarray(labels), lambda values: values.size >= min_classes, batch_size)
