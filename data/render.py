@@ -61,19 +61,22 @@ def render_volume(volume: store.Volume, path: str | os.PathLike, struct_names: S
 def render(data_dir: str | os.PathLike, out_dir: str | os.PathLike, ids: Sequence[str] | None = None,
            num_volumes: int = 4, num_slices: int = 4) -> list[Path]:
     """Render ``ids`` (default: the first ``num_volumes`` volumes) of ``data_dir`` into ``out_dir``."""
-    from data.atomic import atomic_write_bytes
-
+    if int(num_slices) < 1 or int(num_volumes) < 1:
+        raise InputError(f"--num_slices={num_slices}, --num_volumes={num_volumes}: both must be >= 1")
     info = store.read_dataset_json(data_dir)
-    ids = list(ids) if ids else store.list_ids(data_dir)[: max(1, num_volumes)]
+    ids = list(ids) if ids else store.list_ids(data_dir)[: int(num_volumes)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for vid, vol in zip(ids, store.load_volumes(data_dir, ids)):
-        tmp = out / f".{vid}.tmp.png"
-        render_volume(vol, tmp, info.get("struct_names", ()), num_slices)
-        atomic_write_bytes(out / f"{vid}.png", tmp.read_bytes())
-        tmp.unlink()
-        written.append(out / f"{vid}.png")
+        final = out / f"{vid}.png"
+        tmp = out / f".{vid}.tmp.png"  # same directory: os.replace is atomic
+        try:
+            render_volume(vol, tmp, info.get("struct_names", ()), int(num_slices))
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(final)
     return written
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import configs
 from data import preprocess, readers, store, synthetic
+from data.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,6 +101,8 @@ def test_render_pngs(preprocessed, tmp_path):
     png = matplotlib.image.imread(str(paths[0]))
     assert png.ndim == 3 and png.shape[0] > 100 and png.shape[1] > 200
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["002.png", "004.png"]
+    with pytest.raises(InputError, match="num_slices"):
+        render.render(preprocessed, tmp_path / "png", ids=["002"], num_slices=0)
 
 
 def test_cli(tmp_path):
