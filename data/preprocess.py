@@ -217,6 +217,8 @@ def preprocess_dataset(
     if not raw_dir.is_dir():
         raise InputError(f"--raw_dir={raw_dir}: directory not found")
     _check_dirs(raw_dir, out_dir)
+    if n4 and int(n4_shrink) < 1:
+        raise InputError(f"--n4_shrink={n4_shrink}: must be >= 1")
     if cfg.raw_layout != "acdc" and tuple(phases) != ("ED",):
         raise InputError(f"--phases={','.join(phases)}: phases apply to ACDC-layout datasets only, not {dataset}")
     sources = find_volumes(cfg.raw_layout, raw_dir, phases)

@@ -119,6 +119,11 @@ def test_info_cfg_problems(acdc):
     _expect(acdc, "Info.cfg not found")
 
 
+def test_bad_n4_shrink_is_refused_before_reading(acdc):
+    msg = _expect(acdc, r"^--n4_shrink=0: must be >= 1$", n4=True, n4_shrink=0)
+    assert "patient" not in msg
+
+
 def test_unknown_ids(acdc, tmp_path):
     _expect(acdc, r"--ids: unknown volume id\(s\) 007", ids=["001", "007"])
     out = tmp_path / "pp_ok"
