@@ -169,3 +169,21 @@ def test_chief_task_convention():
     assert chief_task(None, None, False)
     assert chief_task("worker", 0, False) and not chief_task("worker", 1, False)
     assert chief_task("chief", 0, True) and not chief_task("worker", 0, True)
+
+
+def test_pipeline_results_table_and_done_check(tmp_path):
+    from training.pipeline import _done, format_results
+
+    stat = {"mean": 0.5, "std": 0.1, "n": 2, "n_inf": 0}
+    summ = {"n_volumes": 2, "structures": {"rv": {"dice": stat}, "lv": {"dice": dict(stat, mean=None)}},
+            "overall": {"dice": stat}}
+    table = format_results({"baseline": summ, "plc": summ})
+    assert "| supervised baseline | 0.500 ± 0.100 | n/a | 0.500 ± 0.100 |" in table
+    assert table.count("\n| ") == 3  # header + 2 methods
+    wd = tmp_path / "w"
+    wd.mkdir()
+    assert not _done(wd, 5)
+    (wd / "summary.json").write_text(json.dumps({"step": 5}))
+    (wd / "config.json").write_text(json.dumps({"crf": False}))
+    assert _done(wd, 5) and not _done(wd, 6)
+    assert _done(wd, 5, crf=False) and not _done(wd, 5, crf=True)
