@@ -35,7 +35,10 @@ def _num_classes_from_config(config_path: str) -> int | None:
             from configs import get_config
         except ImportError:
             return None
-        return int(get_config(str(config["dataset"])).num_classes)
+        try:
+            return int(get_config(str(config["dataset"])).num_classes)
+        except InputError as exc:
+            raise InputError(f"{config_path}: no num_classes and {exc}") from None
     return None
 
 

@@ -97,6 +97,12 @@ def test_load_unet_workdir_and_file(tmp_path):
 
 
 def test_load_unet_errors(tmp_path):
+    wdir = tmp_path / "w"
+    (wdir / "final").mkdir(parents=True)
+    build_unet(2, (32, 32)).save_weights(str(wdir / "final" / "model.weights.h5"))
+    (wdir / "config.json").write_text(json.dumps({"dataset": "mine"}))
+    with pytest.raises(InputError, match=r"config.json: no num_classes and --dataset=mine: unknown dataset"):
+        load_unet(str(wdir))
     with pytest.raises(InputError, match="no such file"):
         load_unet(str(tmp_path / "missing"))
     with pytest.raises(InputError, match="best"):
