@@ -52,7 +52,7 @@ def test_workdir_with_other_shapes_is_refused(baseline_dir, tiny_data):  # noqa:
         run_supervised(stage_conf("baseline", tiny_data, baseline_dir, batch_size=8))
 
 
-def test_pseudolabel_then_joint_rounds_and_resume(baseline_dir, tiny_data, tmp_path):  # noqa: F811
+def test_pseudolabel_then_joint_rounds_and_resume(baseline_dir, tiny_data, tmp_path, capsys):  # noqa: F811
     from data import store
     from training.joint import run_joint
     from training.pseudolabel_stage import run_pseudolabel
@@ -75,8 +75,12 @@ def test_pseudolabel_then_joint_rounds_and_resume(baseline_dir, tiny_data, tmp_p
                       rounds=2, n_iter_per_round=2)
     first = run_joint(conf.replace(max_steps=1))  # stops inside round 0
     assert first["step"] == 1
+    capsys.readouterr()
     second = run_joint(conf)  # same command without the cap: resumes and runs both rounds
     assert second["step"] == 4
+    out_log = capsys.readouterr().out
+    # The round end (restore of the best state, best reset) happens although round 0 was resumed.
+    assert out_log.count("[joint] round 0 done") == 1 and "round 1 done" not in out_log
     assert (wj / "pseudo_labels" / "round_1" / "manifest.json").is_file()  # re-estimated after round 0
     assert not (wj / "pseudo_labels" / "round_2").exists()  # none after the last round
     assert (wj / "best" / "model.weights.h5").is_file() and (wj / "best_state" / "checkpoint").is_file()

@@ -44,25 +44,33 @@ class Checkpointer:
     """Resumable checkpoints in ``directory`` (a thin layer over ``tf.train.CheckpointManager``).
 
     Args:
-        directory: where the checkpoints go (``W/ckpt``).
+        directory: where the checkpoints go (``W/ckpt``; a temporary directory on non-chief
+            workers).
         max_to_keep: checkpoints kept on disk (the originals' ``Saver(max_to_keep=2)``).
+        restore_from: where checkpoints are restored from (default ``directory``). Multi-worker:
+            every worker saves (non-chief workers into their temporary directory, as TensorFlow's
+            guide does) but all of them restore the chief's checkpoints, so they resume together.
         **objects: trackables to save (``model=``, ``optimizer=``, ``state=`` ...).
     """
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2, **objects: Any) -> None:
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2,
+                 restore_from: str | os.PathLike | None = None, **objects: Any) -> None:
         self.directory = Path(directory)
+        self.restore_dir = Path(restore_from) if restore_from is not None else self.directory
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory),
                                                   max_to_keep=max_to_keep)
 
     @property
     def latest(self) -> str | None:
-        """Path prefix of the newest checkpoint, or None."""
-        return self.manager.latest_checkpoint
+        """Path prefix of the newest checkpoint to restore, or None."""
+        if self.restore_dir == self.directory:
+            return self.manager.latest_checkpoint
+        return tf.train.latest_checkpoint(str(self.restore_dir))
 
     def restore_latest(self) -> bool:
         """Restore the newest checkpoint if there is one; returns whether something was restored."""
-        path = self.manager.latest_checkpoint
+        path = self.latest
         if path is None:
             return False
         self.checkpoint.restore(path).expect_partial()

@@ -19,6 +19,7 @@ contrastive training, pseudo-labels re-estimated between rounds.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Any
 
@@ -97,8 +98,9 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
     optimizer = steps.make_optimizer(conf.lr_seg, variables, strategy)
     state = ck.TrainState()
     objects = dict(model=unet, h=h_head, optimizer=optimizer, state=state)
-    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", **objects)
-    best_state = ck.Checkpointer(env.out_dir / "best_state", max_to_keep=1, **objects)
+    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", restore_from=env.workdir / "ckpt", **objects)
+    best_state = ck.Checkpointer(env.out_dir / "best_state", max_to_keep=1,
+                                restore_from=env.workdir / "best_state", **objects)
     resumed = checkpointer.restore_latest()
     baseline = None
     if not resumed:
@@ -162,27 +164,31 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
             batches = common.distribute(strategy, dataset_fn)
             lcfg = loop_lib.LoopConfig(workdir=str(env.out_dir), end_step=r_end, val_every=int(conf.val_every),
                                        ckpt_every=int(conf.ckpt_every), is_chief=env.is_chief,
-                                       desc=f"joint r{r}", val_origin=r_start)
+                                       desc=f"joint r{r}", val_origin=r_start,
+                                       save_at_end=not (r_end == (r + 1) * n_per and r < rounds - 1))
             loop_lib.run_loop(lcfg, state, step_fn, batches, checkpointer, metrics, validate_fn=validator,
                               save_best_fn=save_best,
                               skip_fn=lambda b: joint_data.is_skipped(b, strategy), writers=writers)
 
-        if int(state.rounds_done.numpy()) <= r and r_end < total:
+        # A round is over only when all its iterations ran (not when --max_steps stopped inside
+        # or at the end of it: a later run without the cap must still do the round end).
+        round_complete = int(state.step.numpy()) >= (r + 1) * n_per
+        if round_complete and int(state.rounds_done.numpy()) <= r and r < rounds - 1:
             # Round end: continue from the most recently saved best state (release behaviour).
             keep = {k: int(getattr(state, k).numpy()) for k in ("skipped", "nonfinite")}
             last_val = float(state.last_val.numpy())
-            if best_state.restore_latest():
-                loop_lib.log(f"[joint] round {r} done: continuing from the best state of "
-                             f"{best_state.latest}")
+            restored = best_state.restore_latest()
+            loop_lib.log(f"[joint] round {r} done: continuing from "
+                         f"{best_state.latest if restored else 'the last weights (no best state saved)'}")
             for k, v in keep.items():
                 getattr(state, k).assign(v)
-            state.step.assign(r_end)
+            state.step.assign((r + 1) * n_per)
             state.last_val.assign(last_val)
-            if not bool(conf.plc_global_best):
+            if not bool(conf.plc_global_best) and math.isfinite(last_val):
                 state.best.assign(last_val)
             state.rounds_done.assign(r + 1)
-            checkpointer.save(r_end)
-        elif int(state.rounds_done.numpy()) <= r:
+            checkpointer.save((r + 1) * n_per)
+        elif round_complete and int(state.rounds_done.numpy()) <= r:
             state.rounds_done.assign(r + 1)
 
     if env.is_chief:

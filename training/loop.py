@@ -52,9 +52,12 @@ class LoopConfig:
         max_nonfinite: consecutive non-finite steps that stop the run.
         image_every_val: write overlays every this many validations.
         min_improvement: a validation Dice must beat the running best by more than this.
-        is_chief: write summaries, metrics and best weights only on the chief.
+        is_chief: write summaries and metrics only on the chief.
         desc: progress-bar label.
         val_origin: iteration index from which ``val_every`` counts (start of a PLC round).
+        save_at_end: save a checkpoint after the last iteration. The PLC joint stage turns it off
+            for a round followed by a round end, which saves the restored best state under the
+            same number (overwriting a checkpoint in place is not atomic).
     """
 
     workdir: str
@@ -68,6 +71,7 @@ class LoopConfig:
     is_chief: bool = True
     desc: str = "train"
     val_origin: int = 0
+    save_at_end: bool = True
 
 
 class MetricsLog:
@@ -172,7 +176,8 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
         checkpointer: resumable checkpoint of every stateful object.
         metrics: the ``metrics.json`` history.
         validate_fn: ``step -> {"val_dice": float, ..., "images": optional (N,H,3W,3) uint8}``.
-        save_best_fn: ``(step, val_dice) -> None`` writing ``W/best`` (default: nothing).
+        save_best_fn: ``(step, val_dice) -> None`` writing ``W/best`` (default: nothing); called on
+            every worker, with ``cfg.workdir`` a temporary directory on non-chief workers.
         skip_fn: ``batch -> bool``; True skips the iteration (counted, like the originals when the
             sampler cannot fill a batch).
         writers: ``(train_writer, eval_writer)`` TensorBoard writers (None on non-chief workers).
@@ -245,7 +250,9 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
                                 summaries.images("image_gt_pred", res["images"], step)
                 if math.isfinite(last_val) and last_val - float(state.best.numpy()) > cfg.min_improvement:
                     state.best.assign(last_val)
-                    if save_best_fn is not None and cfg.is_chief:
+                    if save_best_fn is not None:
+                        # Every worker calls it (checkpoint saves are collective under
+                        # MultiWorkerMirroredStrategy); non-chief workers write to a temp dir.
                         save_best_fn(step, last_val)
                 log(f"[{cfg.desc}] step {step}/{cfg.end_step} val_dice {last_val:.4f} "
                     f"best {float(state.best.numpy()):.4f} skipped {int(state.skipped.numpy())} "
@@ -253,7 +260,7 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
                 if cfg.is_chief:
                     metrics.write()
 
-            if step % cfg.ckpt_every == 0 or is_last:
+            if (step % cfg.ckpt_every == 0 or is_last) and (cfg.save_at_end or not is_last):
                 checkpointer.save(step)
                 if cfg.is_chief:
                     metrics.write()

@@ -103,7 +103,7 @@ def run_pretrain(conf: common.StageConfig) -> dict[str, Any]:
     objects = dict(model=unet, head=head, optimizer=optimizer, state=state)
     if proj is not None:
         objects["projection"] = proj
-    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", **objects)
+    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", restore_from=env.workdir / "ckpt", **objects)
     resumed = checkpointer.restore_latest()
     if not resumed and stage == "local":
         if conf.get("init_from"):

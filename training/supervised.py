@@ -21,22 +21,13 @@ from data.errors import InputError
 from losses.segmentation import segmentation_loss
 from models.io import load_unet
 from models.transfer import transfer_weights
-from models.unet import build_unet
+from models.unet import build_unet, decoder_block_prefixes
 from training import checkpoint as ck
 from training import common
 from training import loop as loop_lib
 from training import steps
 
 SHAPE_KEYS = ("batch_size",)
-
-# Layer-name prefixes of decoder blocks 1..5 (ORIGINAL_SPEC §2.2).
-DECODER_BLOCK_PREFIXES = (
-    ("dec_dc6", "dec_c5_"),
-    ("dec_dc5", "dec_c4_"),
-    ("dec_dc4", "dec_c3_"),
-    ("dec_dc3", "dec_c2_"),
-    ("dec_dc2", "dec_c1_"),
-)
 
 
 def transfer_prefixes(init_conf: dict) -> tuple[str, ...]:
@@ -46,7 +37,7 @@ def transfer_prefixes(init_conf: dict) -> tuple[str, ...]:
         return ("enc_",)
     if stage == "local":
         blocks = int(init_conf.get("no_of_decoder_blocks", 1))
-        return ("enc_",) + tuple(p for block in DECODER_BLOCK_PREFIXES[:blocks] for p in block)
+        return ("enc_",) + decoder_block_prefixes(blocks)
     if stage in ("baseline", "joint"):
         return ("enc_", "dec_", "seg_")
     raise InputError(f"--init_from: workdir of stage {stage!r} cannot initialize a supervised stage "
@@ -77,7 +68,8 @@ def run_supervised(conf: common.StageConfig) -> dict[str, Any]:
     variables = unet.trainable_variables
     optimizer = steps.make_optimizer(conf.lr_seg, variables, strategy)
     state = ck.TrainState()
-    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", model=unet, optimizer=optimizer, state=state)
+    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", restore_from=env.workdir / "ckpt", model=unet,
+                                   optimizer=optimizer, state=state)
     resumed = checkpointer.restore_latest()
     copied: list[str] = []
     if not resumed and conf.get("init_from"):
