@@ -145,46 +145,39 @@ def distribute(strategy: tf.distribute.Strategy, dataset_fn: Callable[[tf.distri
 
 
 class Validator:
-    """Validation Dice at native resolution (ORIGINAL_SPEC §6.1) with the volumes cached in memory.
+    """Validation Dice at native resolution (ORIGINAL_SPEC §6.1), the model-selection score.
 
-    Returns ``{"val_dice": mean over volumes of the mean foreground Dice, "val_dice_<struct>": ...,
-    "images": (3, H, 3W, 3) uint8 overlays}``.
+    The score is ``evaluation.inference.evaluate_volumes`` (the same code as ``evaluate.py``);
+    this class adds the per-structure means and a few overlays for TensorBoard. Returns
+    ``{"val_dice": mean over volumes of the mean foreground Dice, "val_dice_<struct>": ...,
+    "images": (3, H, 3W, 3) uint8 overlays of the first validation volume}``.
     """
 
     def __init__(self, data_dir: str, ids: Sequence[str], cfg: Any, model: Any) -> None:
         from evaluation.inference import keras_predictor
 
         self.cfg = cfg
-        self.model = model
-        self.vols = load_labeled(data_dir, ids, "validation")
-        self.gts = [np.asarray(store.load_native_label(data_dir, v.id).dataobj) for v in self.vols]
+        self.data_dir = data_dir
+        self.ids = tuple(ids)
+        vols = load_labeled(data_dir, ids, "validation")  # fail early on unlabeled volumes
+        self.first = vols[0]
+        fg = (self.first.label > 0).sum(axis=(1, 2))  # (D,)
+        self.pick = np.sort(np.argsort(-fg)[:3])  # the 3 slices with the most foreground
         self.predictor = keras_predictor(model)
 
     def __call__(self, step: int) -> dict[str, Any]:
-        from evaluation.inference import predict_native
-        from evaluation.metrics import foreground_mean, volume_metrics
+        from evaluation.inference import evaluate_volumes
 
-        dice = []
-        first_probs = None
-        for vol, gt in zip(self.vols, self.gts):
-            pred, probs = predict_native(self.predictor, vol.image, vol.meta)  # (H0, W0, D), (D,H,W,C)
-            if first_probs is None:
-                first_probs = probs
-            dice.append(volume_metrics(gt, pred, self.cfg.num_classes, (1.0,) * gt.ndim,
-                                       surface=False).dice)
-        dice_arr = np.stack(dice)  # (V, C)
-        scores = np.array([foreground_mean(d) for d in dice_arr])  # (V,)
-        finite = scores[np.isfinite(scores)]
-        out: dict[str, Any] = {"val_dice": float(finite.mean()) if finite.size else float("nan")}
+        res = evaluate_volumes(self.predictor, self.data_dir, self.ids, self.cfg)
+        out: dict[str, Any] = {"val_dice": res.mean_dice}
         with np.errstate(all="ignore"):
-            per_struct = np.nanmean(dice_arr[:, 1:], axis=0)  # (C-1,)
+            per_struct = np.nanmean(res.dice[:, 1:], axis=0)  # (C-1,)
         for name, value in zip(self.cfg.struct_names, per_struct):
             out[f"val_dice_{name}"] = float(value)
-        vol = self.vols[0]
-        fg = (vol.label > 0).sum(axis=(1, 2))
-        pick = np.sort(np.argsort(-fg)[:3])
-        out["images"] = loop_lib.overlay_images(vol.image[pick], vol.label[pick],
-                                                np.argmax(first_probs[pick], -1), self.cfg.num_classes)
+        vol = self.first
+        probs = self.predictor(vol.image[self.pick][..., None])  # (3, H, W, C), inference BN
+        out["images"] = loop_lib.overlay_images(vol.image[self.pick], vol.label[self.pick],
+                                                np.argmax(probs, -1), self.cfg.num_classes)
         return out
 
 
