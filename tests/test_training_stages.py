@@ -119,3 +119,21 @@ def test_pretrain_global_local_then_finetune(tiny_data, tmp_path):  # noqa: F811
     # Decoder block 3 was trained, block 4 was not (l = 3): block 4 stays at a fresh random init.
     f = run_supervised(stage_conf("baseline", tiny_data, wf, n_iter=1, init_from=str(wl)))
     assert f["transferred_layers"] == 24 + 18  # 12 encoder + 9 decoder conv blocks (conv + BN each)
+
+
+def test_pseudo_labels_reused_only_with_the_same_settings(tiny_data, tmp_path):  # noqa: F811
+    import keras
+
+    import configs
+    from data import store
+    from training.pseudolabel_stage import make_pseudo_labels
+
+    x_in = keras.Input((64, 64, 1))
+    model = keras.Model(x_in, keras.layers.Conv2D(4, 1, name="seg_fin_layer")(x_in))
+    vols = store.load_volumes(tiny_data, ["001", "002"])
+    cfg = configs.get_config("synthetic")
+    conf = stage_conf("pseudolabel", tiny_data, tmp_path)
+    first = make_pseudo_labels(model, conf, cfg, vols, tmp_path / "pl")
+    assert make_pseudo_labels(model, conf, cfg, vols, tmp_path / "pl") == first  # complete: reused
+    other = make_pseudo_labels(model, conf.replace(seed=1), cfg, vols, tmp_path / "pl")
+    assert other["seed"] == 1 and json.loads((tmp_path / "pl" / "manifest.json").read_text())["seed"] == 1

@@ -30,23 +30,27 @@ def round_dir(workdir: str | Path, r: int) -> Path:
 def make_pseudo_labels(unet: Any, conf: common.StageConfig, cfg: Any, volumes: Sequence[Any],
                        out_dir: str | Path) -> dict:
     """Predict, (TTA-filter,) CRF-refine and write the pseudo-labels of ``volumes``; reuse a
-    complete directory (one with a manifest)."""
+    complete directory (one with a manifest) made with the same settings (CRF, TTA filter,
+    threshold, seed), regenerate it otherwise."""
     from evaluation.inference import keras_predictor, predict_volume
 
     out_dir = Path(out_dir)
+    settings = {"crf": bool(conf.get("crf", True)), "tta_filter": bool(conf.get("test_aug_overlap", 0)),
+                "f1_threshold": float(conf.get("test_f1_threshold", 0.9)), "seed": int(conf.get("seed", 0))}
     if (out_dir / MANIFEST).exists():
-        return read_manifest(out_dir)
+        old = read_manifest(out_dir)
+        if all(old.get(k) == v for k, v in settings.items()):
+            return old
+        loop_lib.log(f"[pseudolabel] {out_dir} was made with other settings "
+                     f"({ {k: old.get(k) for k in settings} }): regenerating")
     predictor = keras_predictor(unet)
 
     def predict_fn(x: np.ndarray) -> np.ndarray:
         return predict_volume(predictor, x[..., 0])  # (D, H, W, C), chunks of 20 slices
 
     workers = int(conf.get("crf_workers", 0) or 0) or None
-    return generate_pseudo_labels(
-        predict_fn, volumes, cfg, out_dir, crf=bool(conf.get("crf", True)),
-        tta_filter=bool(conf.get("test_aug_overlap", 0)),
-        f1_threshold=float(conf.get("test_f1_threshold", 0.9)), seed=int(conf.get("seed", 0)),
-        workers=workers, progress=True, data_dir=conf.data_dir)
+    return generate_pseudo_labels(predict_fn, volumes, cfg, out_dir, workers=workers, progress=True,
+                                  data_dir=conf.data_dir, **settings)
 
 
 def load_kept(pl_dir: str | Path, volumes: Sequence[Any]) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
