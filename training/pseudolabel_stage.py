@@ -3,7 +3,8 @@
 ``W/pseudo_labels/round_0/<id>.nii.gz`` (int16, geometry of ``<data_dir>/<id>/image.nii.gz``) and
 ``manifest.json`` (kept / rejected volumes, TTA agreement, timings), written by
 ``training.pseudo_labels.generate_pseudo_labels``. The manifest is written last, so a directory
-with a manifest is complete; rerunning the stage then does nothing.
+with a manifest is complete; rerunning the stage with the same CRF / TTA / seed settings then
+does nothing, with other settings it regenerates the labels.
 """
 from __future__ import annotations
 
