@@ -187,3 +187,17 @@ def test_pipeline_results_table_and_done_check(tmp_path):
     (wd / "config.json").write_text(json.dumps({"crf": False}))
     assert _done(wd, 5) and not _done(wd, 6)
     assert _done(wd, 5, crf=False) and not _done(wd, 5, crf=True)
+
+
+def test_checkpointer_restores_from_the_chief_dir_and_saves_to_its_own(tmp_path):
+    """Multi-worker convention: non-chief workers save to a temp dir but resume from the chief's."""
+    chief_state = ck.TrainState()
+    chief_state.step.assign(5)
+    ck.Checkpointer(tmp_path / "chief", state=chief_state).save(5)
+    state = ck.TrainState()
+    worker = ck.Checkpointer(tmp_path / "tmp_worker", restore_from=tmp_path / "chief", state=state)
+    assert worker.restore_latest() and int(state.step.numpy()) == 5
+    worker.save(6)
+    assert (tmp_path / "tmp_worker" / "checkpoint").is_file()
+    assert ck.Checkpointer(tmp_path / "chief", state=ck.TrainState()).latest.endswith("ckpt-5")
+    assert not ck.Checkpointer(tmp_path / "other", state=ck.TrainState()).restore_latest()
