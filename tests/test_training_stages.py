@@ -89,6 +89,8 @@ def test_pseudolabel_then_joint_rounds_and_resume(baseline_dir, tiny_data, tmp_p
     assert metrics["val"][-1]["step"] == 4
     summ = json.loads((wj / "summary.json").read_text())
     assert summ["skipped"] >= 0 and [r["round"] for r in summ["rounds"]] == [0, 1]
+    best = json.loads((wj / "best" / "best.json").read_text())
+    assert (summ["best_val_dice"], summ["best_step"]) == (best["val_dice"], best["step"])
     # Volumes are never modified by the stages.
     assert store.load_volume(tiny_data, "001").label is not None
 

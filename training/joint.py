@@ -193,8 +193,13 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
 
     if env.is_chief:
         ck.save_final(unet, env.out_dir)
+    # W/best holds the most recently saved best (the running best is reset at each round end), so
+    # report what W/best holds rather than the running value.
+    best = ck.read_best(env.out_dir) if env.is_chief else None
     summary = {"stage": "joint", "step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
-               "nonfinite": int(state.nonfinite.numpy()), "best_val_dice": float(state.best.numpy()),
+               "nonfinite": int(state.nonfinite.numpy()),
+               "best_val_dice": float(best["val_dice"]) if best else float(state.best.numpy()),
+               "best_step": int(best["step"]) if best else None,
                "last_val_dice": float(state.last_val.numpy()), "rounds": round_info,
                "seconds": time.time() - t_start, "replicas": env.replicas}
     common.write_summary(env, summary)
