@@ -109,6 +109,8 @@ def test_loop_validation_schedule_best_and_metrics(tmp_path):
     assert calls == [1, 4, 7]
     assert saved == [(1, 0.2), (4, 0.5)]  # 0.4 at step 7 is not better
     assert res["best_val_dice"] == pytest.approx(0.5) and res["step"] == 7
+    again = loop_lib.run_loop(cfg, state, step_fn, iter(()), ckpt, metrics, validate_fn=validate)
+    assert again["step"] == 7 and again["last_val_dice"] == pytest.approx(0.4)  # rerun of a finished run
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert [e["step"] for e in data["val"]] == [1, 4, 7]
     assert [e["step"] for e in data["train"]] == [2, 4, 6, 7]

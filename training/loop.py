@@ -270,7 +270,9 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
             if w is not None:
                 w.flush()
     return {"step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
-            "nonfinite": int(state.nonfinite.numpy()), "last_val_dice": last_val,
+            "nonfinite": int(state.nonfinite.numpy()),
+            # A rerun of a finished stage validates nothing: report the checkpointed last value.
+            "last_val_dice": last_val if last_val is not None else float(state.last_val.numpy()),
             "best_val_dice": float(state.best.numpy())}
 
 
