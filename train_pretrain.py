@@ -10,8 +10,6 @@ iterations; L^R with l=3, 3x3 regions, 13 regions, 5 negatives, wgt_en=1). See d
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 
 from data.errors import run_main
@@ -47,16 +45,9 @@ def main(argv: list[str]) -> None:
     from training.strategy import configure_devices
 
     configure_devices(int(conf.num_replicas))
-    from training.loop import TrainingDiverged
     from training.pretrain import run_pretrain
 
-    try:
-        summary = run_pretrain(conf)
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(3)
-    print(f"[{conf.stage}] done: " + ", ".join(f"{k}={v}" for k, v in summary.items()
-                                               if not isinstance(v, (dict, list))), flush=True)
+    flagdefs.run_stage(conf, run_pretrain)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ See docs/TRAINING.md for every flag and the outputs of each stage.
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 
 from data.errors import run_main
@@ -48,26 +46,13 @@ def main(argv: list[str]) -> None:
     from training.strategy import configure_devices
 
     configure_devices(int(conf.num_replicas))
-    from training.loop import TrainingDiverged
-
-    try:
-        if conf.stage == "baseline":
-            from training.supervised import run_supervised
-
-            summary = run_supervised(conf)
-        elif conf.stage == "pseudolabel":
-            from training.pseudolabel_stage import run_pseudolabel
-
-            summary = run_pseudolabel(conf)
-        else:
-            from training.joint import run_joint
-
-            summary = run_joint(conf)
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(3)
-    print(f"[{conf.stage}] done: " + ", ".join(f"{k}={v}" for k, v in summary.items()
-                                               if not isinstance(v, (dict, list))), flush=True)
+    if conf.stage == "baseline":
+        from training.supervised import run_supervised as run
+    elif conf.stage == "pseudolabel":
+        from training.pseudolabel_stage import run_pseudolabel as run
+    else:
+        from training.joint import run_joint as run
+    flagdefs.run_stage(conf, run)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ Only the scripts call these functions; they turn the parsed flags into a ``Stage
 """
 from __future__ import annotations
 
+import sys
+from typing import Any, Callable
+
 from absl import flags
 
 import configs
@@ -63,3 +66,16 @@ def to_config(names: list[str] | None = None, **extra) -> StageConfig:
     conf = StageConfig({k: fl[k].value for k in keys})
     conf.update(extra)
     return conf
+
+
+def run_stage(conf: StageConfig, run: Callable[[StageConfig], dict[str, Any]]) -> None:
+    """Run a stage function and print its summary; a diverged run exits with status 3."""
+    from training.loop import TrainingDiverged
+
+    try:
+        summary = run(conf)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)
+    print(f"[{conf.stage}] done: " + ", ".join(f"{k}={v}" for k, v in summary.items()
+                                               if not isinstance(v, (dict, list))), flush=True)
