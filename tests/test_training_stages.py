@@ -118,6 +118,10 @@ def test_pretrain_global_local_then_finetune(tiny_data, tmp_path):  # noqa: F811
     # The encoder was copied and then frozen: identical kernels; BN statistics moved (training mode).
     np.testing.assert_array_equal(gcl.get_layer("enc_c1_a_conv").kernel.numpy(),
                                   lcl.get_layer("enc_c1_a_conv").kernel.numpy())
+    np.testing.assert_array_equal(gcl.get_layer("enc_c1_a_bn").gamma.numpy(),
+                                  lcl.get_layer("enc_c1_a_bn").gamma.numpy())
+    # Statistics are not copied (fresh: mean 0) and the frozen encoder's BN ran in training mode.
+    assert np.abs(lcl.get_layer("enc_c6_b_bn").moving_mean.numpy()).max() > 0
     # Decoder block 3 was trained, block 4 was not (l = 3): block 4 stays at a fresh random init.
     f = run_supervised(stage_conf("baseline", tiny_data, wf, n_iter=1, init_from=str(wl)))
     assert f["transferred_layers"] == 24 + 18  # 12 encoder + 9 decoder conv blocks (conv + BN each)
