@@ -203,3 +203,45 @@ def test_checkpointer_restores_from_the_chief_dir_and_saves_to_its_own(tmp_path)
     assert (tmp_path / "tmp_worker" / "checkpoint").is_file()
     assert ck.Checkpointer(tmp_path / "chief", state=ck.TrainState()).latest.endswith("ckpt-5")
     assert not ck.Checkpointer(tmp_path / "other", state=ck.TrainState()).restore_latest()
+
+
+def test_joint_compute_is_one_forward_with_seg_rows_and_h_rows():
+    """Seg loss on logits rows [:N_l] of the concatenated forward (BN over all rows), h head on
+    dec_c1_a rows [N_l:], total = seg + lamda * pair loss (reference built by hand)."""
+    import functools
+
+    from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors
+    from losses.segmentation import segmentation_loss
+    from models.heads import build_h
+
+    c, h, n_lab, b = 3, 16, 4, 2
+    x_in = keras.Input((h, h, 1))
+    x = x_in
+    for name in ("enc_c1_a", "dec_c1_a", "seg_c1_a"):
+        x = keras.layers.Conv2D(4, 3, padding="same", name=f"{name}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.ReLU(name=name)(x)
+    unet = keras.Model(x_in, keras.layers.Conv2D(c, 3, padding="same", name="seg_fin_layer")(x))
+    head = build_h(in_channels=4)
+    rng = np.random.default_rng(0)
+    con = rng.integers(0, c, (2 * b, h, h))
+    yx, valid = sample_anchors(con, c, 3, rng)
+    batch = {"x_lab": tf.constant(rng.normal(size=(n_lab, h, h, 1)), tf.float32),
+             "y_lab": tf.constant(np.eye(c)[rng.integers(0, c, (n_lab, h, h))], tf.float32),
+             "x_con": tf.constant(rng.normal(2.0, 3.0, size=(2 * b, h, h, 1)), tf.float32),
+             "y_con": tf.constant(np.eye(c)[con], tf.float32), "anchor_yx": tf.constant(yx),
+             "anchor_valid": tf.constant(valid)}
+    seg_fn = functools.partial(segmentation_loss, dsc_loss=2)
+    compute = steps.joint_compute(steps.joint_model(unet), head, seg_fn, pseudo_label_local_contrastive_loss, 0.1)
+    loss, mets = compute(batch, 1)
+
+    x_all = tf.concat([batch["x_lab"], batch["x_con"]], 0)  # (N_l + 2B, H, W, 1)
+    seg_ref = float(tf.reduce_mean(seg_fn(unet(x_all, training=True)[:n_lab], batch["y_lab"], reduction="none")))
+    dec = keras.Model(unet.input, unet.get_layer("dec_c1_a").output)(x_all, training=True)  # (N, H, W, 4)
+    plc_ref = float(pseudo_label_local_contrastive_loss(head(dec[n_lab:], training=True), batch["y_con"], yx, valid))
+    assert float(mets["seg_loss"]) == pytest.approx(seg_ref, rel=1e-5)
+    assert float(mets["local_loss"]) == pytest.approx(plc_ref, rel=1e-5)
+    assert float(loss) == pytest.approx(seg_ref + 0.1 * plc_ref, rel=1e-5)
+    # BatchNorm statistics over all rows matter: a labeled-only forward gives another loss.
+    alone = float(tf.reduce_mean(seg_fn(unet(batch["x_lab"], training=True), batch["y_lab"], reduction="none")))
+    assert abs(alone - seg_ref) > 1e-4
