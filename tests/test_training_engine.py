@@ -245,3 +245,18 @@ def test_joint_compute_is_one_forward_with_seg_rows_and_h_rows():
     # BatchNorm statistics over all rows matter: a labeled-only forward gives another loss.
     alone = float(tf.reduce_mean(seg_fn(unet(batch["x_lab"], training=True), batch["y_lab"], reduction="none")))
     assert abs(alone - seg_ref) > 1e-4
+
+
+def test_contrastive_halves_get_separate_intensity_draws():
+    """ORIGINAL_SPEC §3.4.2 step 4: one brightness/contrast draw for rows [:B], another for [B:]."""
+    from training.joint_data import augment_unit
+
+    img = np.random.default_rng(1).random((32, 32)).astype("f4")
+    unit = {"x_lab": tf.zeros((20, 32, 32)), "y_lab": tf.zeros((20, 32, 32), tf.int32),
+            "x_con": tf.constant(np.repeat(img[None], 20, 0)), "y_con": tf.zeros((20, 32, 32), tf.int32),
+            "anchor_yx": tf.zeros((20, 3, 3, 2), tf.int32), "anchor_valid": tf.zeros((20, 3, 3), bool),
+            "valid": tf.constant(True), "seed": tf.constant([5, 6], tf.int64)}
+    xc = augment_unit(unit, 4, 10)["x_con"].numpy()[..., 0]  # (20, H, W)
+    np.testing.assert_allclose(xc[:10], np.repeat(xc[:1], 10, 0), atol=1e-6)  # one draw per half
+    np.testing.assert_allclose(xc[10:], np.repeat(xc[10:11], 10, 0), atol=1e-6)
+    assert np.abs(xc[0] - xc[10]).max() > 1e-3  # ... and the two halves' draws differ
