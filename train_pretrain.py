@@ -6,7 +6,7 @@
         --init_from W_lcl --no_of_tr_imgs tr1 --n_iter 10001          # fine-tuning
 
 Defaults are the originals' README settings (G^D, 4 partitions, tau 0.1, batch 12, 10001
-iterations; L^R with l=3, 3x3 regions, 13 regions, 5 negatives, wgt_en=1). See docs/TRAINING.md.
+iterations; L^R with l=3, 3x3 regions, 13 regions, 5 negatives, wgt_en=1). See README.md (Training).
 """
 from __future__ import annotations
 

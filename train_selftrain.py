@@ -5,7 +5,7 @@
     python train_selftrain.py --stage joint       --dataset acdc --data_dir P --workdir W_joint \
         --init_from W_base --pseudo_label_dir W_pl/pseudo_labels/round_0
 
-See docs/TRAINING.md for every flag and the outputs of each stage.
+See README.md (Training).for every flag and the outputs of each stage.
 """
 from __future__ import annotations
 
