@@ -10,7 +10,7 @@ iterations; L^R with l=3, 3x3 regions, 13 regions, 5 negatives, wgt_en=1). See R
 """
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from data.errors import run_main
 from training import flagdefs
@@ -37,17 +37,14 @@ flags.DEFINE_integer("wgt_en", 1, "1: shared Dense-128 projection of 3x3 region 
 flags.DEFINE_integer("log_every", 10, "write training scalars every this many iterations")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    conf = flagdefs.to_config()
-    from training.strategy import configure_devices
-
-    configure_devices(int(conf.num_replicas))
+def _runner(stage: str):
+    """The library function of a stage, imported only after the devices are configured."""
     from training.pretrain import run_pretrain
 
-    flagdefs.run_stage(conf, run_pretrain)
+    return run_pretrain
+
+
+main = flagdefs.stage_main(_runner)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@
     python train_selftrain.py --stage joint       --dataset acdc --data_dir P --workdir W_joint \
         --init_from W_base --pseudo_label_dir W_pl/pseudo_labels/round_0
 
-See README.md (Training).for every flag and the outputs of each stage.
+See README.md (Training) for every flag and the outputs of each stage.
 """
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from data.errors import run_main
 from training import flagdefs
@@ -38,21 +38,22 @@ flags.DEFINE_string("pseudo_label_dir", None,
 flags.DEFINE_float("bbox_dim", 150, "kept for compatibility (directory name only in the original)")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    conf = flagdefs.to_config()
-    from training.strategy import configure_devices
+def _runner(stage: str):
+    """The library function of a stage, imported only after the devices are configured."""
+    if stage == "baseline":
+        from training.supervised import run_supervised
 
-    configure_devices(int(conf.num_replicas))
-    if conf.stage == "baseline":
-        from training.supervised import run_supervised as run
-    elif conf.stage == "pseudolabel":
-        from training.pseudolabel_stage import run_pseudolabel as run
-    else:
-        from training.joint import run_joint as run
-    flagdefs.run_stage(conf, run)
+        return run_supervised
+    if stage == "pseudolabel":
+        from training.pseudolabel_stage import run_pseudolabel
+
+        return run_pseudolabel
+    from training.joint import run_joint
+
+    return run_joint
+
+
+main = flagdefs.stage_main(_runner)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,18 @@ def _empty_rule(a: np.ndarray, b: np.ndarray) -> float | None:
     return None
 
 
+def _symmetric_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None,
+                         connectivity: int) -> np.ndarray | float:
+    """Both directed surface-distance sets concatenated, or the empty-mask value (NaN / inf)."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    rule = _empty_rule(a, b)
+    if rule is not None:
+        return float(rule)
+    d_ab, d_ba = surface_distances(a, b, spacing, connectivity)
+    return np.concatenate([d_ab, d_ba])
+
+
 def hd95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
          connectivity: int = 1) -> float:
     """95th-percentile symmetric Hausdorff distance between two binary masks.
@@ -138,13 +150,8 @@ def hd95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
     Returns:
         The distance in the units of ``spacing``.
     """
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    rule = _empty_rule(a, b)
-    if rule is not None:
-        return rule
-    d_ab, d_ba = surface_distances(a, b, spacing, connectivity)
-    return float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+    both = _symmetric_distances(a, b, spacing, connectivity)
+    return both if isinstance(both, float) else float(np.percentile(both, 95))
 
 
 def assd(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
@@ -161,13 +168,8 @@ def assd(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
     Returns:
         The distance in the units of ``spacing``.
     """
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    rule = _empty_rule(a, b)
-    if rule is not None:
-        return rule
-    d_ab, d_ba = surface_distances(a, b, spacing, connectivity)
-    return float(np.concatenate([d_ab, d_ba]).mean())
+    both = _symmetric_distances(a, b, spacing, connectivity)
+    return both if isinstance(both, float) else float(both.mean())
 
 
 METRIC_NAMES = ("dice", "hd95_mm", "assd_mm", "hd95_vox")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-from absl import flags
+from absl import app, flags, logging
 
 import configs
 from training.common import StageConfig
@@ -79,3 +79,23 @@ def run_stage(conf: StageConfig, run: Callable[[StageConfig], dict[str, Any]]) -
         sys.exit(3)
     print(f"[{conf.stage}] done: " + ", ".join(f"{k}={v}" for k, v in summary.items()
                                                if not isinstance(v, (dict, list))), flush=True)
+
+
+def stage_main(runner_for: Callable[[str], Callable[[StageConfig], dict[str, Any]]]) -> Callable[[list[str]], None]:
+    """The absl ``main`` of a stage script.
+
+    Parses the flags into a StageConfig, configures the (logical) devices before TensorFlow
+    initializes them, then imports and runs the stage function ``runner_for(conf.stage)``.
+    """
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        logging.set_verbosity(logging.WARNING)
+        conf = to_config()
+        from training.strategy import configure_devices
+
+        configure_devices(int(conf.num_replicas))
+        run_stage(conf, runner_for(conf.stage))
+
+    return main
