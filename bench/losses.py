@@ -21,7 +21,6 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,21 +30,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bench.timing import median_time
 from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` (outputs pulled to host to synchronize) after ``warmup`` calls."""
-    for _ in range(warmup):
-        tf.nest.map_structure(np.asarray, fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tf.nest.map_structure(np.asarray, fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _load_reference() -> Callable:
@@ -77,7 +65,7 @@ def bench_pseudo_label(num_pairs: int, size: int, channels: int, num_classes: in
     labels_int = _disk_labels(rng, n2, size, num_classes)
     emb = rng.normal(size=(n2, size, size, channels)).astype(np.float32)
     onehot = np.eye(num_classes, dtype=np.float32)[labels_int]
-    sampler_s = _median_time(lambda: sample_anchors(labels_int, num_classes, num_samples, rng), repeats, warmup=0)
+    sampler_s = median_time(lambda: sample_anchors(labels_int, num_classes, num_samples, rng), repeats, warmup=0)
     yx, valid = sample_anchors(labels_int, num_classes, num_samples, rng)
     args = [tf.constant(t) for t in (emb, onehot, yx, valid)]
 
@@ -107,14 +95,14 @@ def bench_pseudo_label(num_pairs: int, size: int, channels: int, num_classes: in
         "sample_anchors_s": sampler_s,
         "forward": {
             "reference_loop_s": reference_s,
-            "eager_s": _median_time(lambda: forward(*args), repeats),
-            "graph_s": _median_time(lambda: graph_f(*args), repeats),
-            "xla_s": _median_time(lambda: xla_f(*args), repeats),
+            "eager_s": median_time(lambda: forward(*args), repeats),
+            "graph_s": median_time(lambda: graph_f(*args), repeats),
+            "xla_s": median_time(lambda: xla_f(*args), repeats),
         },
         "forward_backward": {
-            "eager_s": _median_time(lambda: forward_backward(*args), repeats),
-            "graph_s": _median_time(lambda: graph_fb(*args), repeats),
-            "xla_s": _median_time(lambda: xla_fb(*args), repeats),
+            "eager_s": median_time(lambda: forward_backward(*args), repeats),
+            "graph_s": median_time(lambda: graph_fb(*args), repeats),
+            "xla_s": median_time(lambda: xla_fb(*args), repeats),
         },
     }
     report["forward"]["speedup_graph_vs_reference"] = reference_s / report["forward"]["graph_s"]
@@ -139,7 +127,7 @@ def bench_unet(images: int, size: int, num_classes: int, repeats: int) -> dict:
             loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(y, logits))
         return tape.gradient(loss, model.trainable_variables)
 
-    return {"images": images, "image": [size, size], "forward_backward_s": _median_time(lambda: step(x, y), repeats)}
+    return {"images": images, "image": [size, size], "forward_backward_s": median_time(lambda: step(x, y), repeats)}
 
 
 def _fb_closure(loss_fn: Callable[[tf.Tensor], tf.Tensor], x: np.ndarray, jit: bool) -> Callable[[], Any]:
@@ -198,8 +186,8 @@ def bench_2020_losses(quick: bool, repeats: int, which: set[str]) -> dict:
     for name, fn, x, sizes in cases:
         entry: dict[str, Any] = {"sizes": sizes}
         try:
-            entry["forward_backward_graph_s"] = _median_time(_fb_closure(fn, x, False), repeats)
-            entry["forward_backward_xla_s"] = _median_time(_fb_closure(fn, x, True), repeats)
+            entry["forward_backward_graph_s"] = median_time(_fb_closure(fn, x, False), repeats)
+            entry["forward_backward_xla_s"] = median_time(_fb_closure(fn, x, True), repeats)
         except Exception as exc:  # report, do not hide: a contract mismatch shows up here
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
             entry["error"] = f"{type(exc).__name__}: {lines[-1][:300] if lines else ''}"

@@ -20,13 +20,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from bench.timing import median_time
 from data import augment as A
 from data import pipeline as P
 
@@ -59,16 +59,6 @@ def _throughput(ds: tf.data.Dataset, batches: int, warmup: int = 12) -> dict[str
     }
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    tf.nest.map_structure(np.asarray, fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tf.nest.map_structure(np.asarray, fn())
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 4)
-
-
 def bench_size(size: int, batches: int, repeats: int) -> dict[str, Any]:
     imgs, labs = _volumes(size, n_vols=10, depth=10)
     crop = A.crop_params_for_size(size, size)
@@ -98,9 +88,9 @@ def bench_size(size: int, batches: int, repeats: int) -> dict[str, Any]:
     deform = tf.function(lambda: A.random_deformation(x, tf.one_hot(y, 4), seed))
     view = tf.function(lambda: A.brightness_contrast(A.crop_and_resize(x, seed, **crop), seed))
     out["ops_s_per_20_images"] = {
-        "affine_augment": _median_time(affine, repeats),
-        "random_deformation": _median_time(deform, repeats),
-        "crop_and_resize+brightness_contrast": _median_time(view, repeats),
+        "affine_augment": round(median_time(affine, repeats), 4),
+        "random_deformation": round(median_time(deform, repeats), 4),
+        "crop_and_resize+brightness_contrast": round(median_time(view, repeats), 4),
     }
     return out
 

@@ -25,11 +25,12 @@ import platform
 import statistics
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from bench.timing import median_time
 from data import pipeline
 from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors
 from losses.segmentation import segmentation_loss
@@ -39,17 +40,6 @@ from training import joint_data, steps
 from training.strategy import resolve_jit
 
 C = 4
-
-
-def _median(fn: Callable[[], Any], n: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _volumes(rng: np.random.Generator, size: int, n: int = 4, depth: int = 10):
@@ -89,7 +79,7 @@ def bench_steps(size: int, n: int, jit: bool) -> dict[str, Any]:
                                  state_variables=unet.non_trainable_variables)
     x = tf.constant(rng.random((20, size, size, 1)), tf.float32)
     y = tf.one_hot(rng.integers(0, C, (20, size, size)), C)
-    t = _median(lambda: float(base((x, y))[0]), n)
+    t = median_time(lambda: float(base((x, y))[0]), n, warmup=2)
     out["baseline_step_s"] = t
     out["baseline_images_per_s"] = 20 / t
 
@@ -126,13 +116,13 @@ def bench_input(size: int, n: int, baseline_step_s: float, joint_step_s: float) 
     rng = np.random.default_rng(1)
     images, labels = _volumes(rng, size)
     ds = iter(pipeline.labeled_batches(images, labels, C, batch_size=20, seed=0))
-    t = _median(lambda: next(ds), n, warmup=3)
+    t = median_time(lambda: next(ds), n, warmup=3)
     out = {"labeled_batches_per_s": 1 / t, "labeled_pipeline_over_consumption": baseline_step_s / t}
     sampler = joint_data.JointSampler(images, labels, images, labels, C, 3, seed=0)
     jds = iter(joint_data.joint_dataset(sampler))
-    t = _median(lambda: next(jds), n, warmup=3)
+    t = median_time(lambda: next(jds), n, warmup=3)
     out.update({"joint_units_per_s": 1 / t, "joint_pipeline_over_consumption": joint_step_s / t})
-    t = _median(sampler.sample, n, warmup=1)
+    t = median_time(sampler.sample, n, warmup=1)
     out["joint_host_sampling_s"] = t
     return out
 
