@@ -18,7 +18,8 @@ import sys
 
 from absl import app, flags
 
-from data.errors import InputError, run_main
+from common.errors import InputError
+from common.cli import run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Stage workdir (uses best/, then final/ weights; config.json for defaults).")

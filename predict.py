@@ -17,7 +17,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from data.errors import InputError, run_main
+from common.errors import InputError
+from common.cli import run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Workdir, .weights.h5 file, training checkpoint (W/ckpt), or SavedModel "

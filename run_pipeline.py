@@ -5,7 +5,7 @@
 """
 from absl import app
 
-from data.errors import run_main
+from common.cli import run_main
 from training import pipeline
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from data.errors import run_main
+from common.cli import run_main
 from training import flagdefs
 
 flags.DEFINE_enum("stage", None, ["global", "local"], "global (encoder) or local (decoder) pre-training")
@@ -39,7 +39,7 @@ flags.DEFINE_integer("log_every", 10, "write training scalars every this many it
 
 def _runner(stage: str):
     """The library function of a stage, imported only after the devices are configured."""
-    from training.pretrain import run_pretrain
+    from training.stages.pretrain import run_pretrain
 
     return run_pretrain
 

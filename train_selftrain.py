@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from data.errors import run_main
+from common.cli import run_main
 from training import flagdefs
 
 flags.DEFINE_enum("stage", None, ["baseline", "pseudolabel", "joint"], "which stage to run")
@@ -41,14 +41,14 @@ flags.DEFINE_float("bbox_dim", 150, "kept for compatibility (directory name only
 def _runner(stage: str):
     """The library function of a stage, imported only after the devices are configured."""
     if stage == "baseline":
-        from training.supervised import run_supervised
+        from training.stages.supervised import run_supervised
 
         return run_supervised
     if stage == "pseudolabel":
-        from training.pseudolabel_stage import run_pseudolabel
+        from training.stages.pseudolabel import run_pseudolabel
 
         return run_pseudolabel
-    from training.joint import run_joint
+    from training.stages.joint import run_joint
 
     return run_joint
 

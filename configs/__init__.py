@@ -9,7 +9,7 @@ from types import ModuleType
 
 from configs import acdc, mmwhs, prostate_md, synthetic
 from configs.base import DatasetConfig, Split, SplitTable, resolve_split
-from data.errors import InputError
+from common.errors import InputError
 
 DATASETS = ("acdc", "prostate_md", "mmwhs", "synthetic")
 _MODULES: dict[str, ModuleType] = {

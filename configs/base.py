@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from data.errors import InputError
+from common.errors import InputError
 
 COMBS = ("c1", "c2", "c3", "c4", "c5")
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
 
 SeedLike = tf.Tensor | Sequence[int]
 

@@ -10,7 +10,7 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
-from data.errors import InputError
+from common.errors import InputError
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment as A
-from data.errors import InputError
+from common.errors import InputError
 
 SeedArg = int | Sequence[int]
 

@@ -25,7 +25,7 @@ import numpy as np
 import configs
 from configs.base import DatasetConfig
 from data import geometry
-from data.errors import InputError
+from common.errors import InputError
 from data.readers import RawVolume, find_volumes, read_volume
 
 N4_CONVERGENCE_THRESHOLD = 0.001
@@ -210,7 +210,7 @@ def preprocess_dataset(
     Returns:
         The ``dataset.json`` dict plus ``seconds``.
     """
-    from data.atomic import atomic_dir
+    from common.atomic import atomic_dir
 
     cfg = configs.get_config(dataset)
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -305,7 +305,7 @@ def _define_flags() -> None:
 if __name__ == "__main__":
     from absl import app
 
-    from data.errors import run_main
+    from common.cli import run_main
 
     _define_flags()
     app.run(run_main(main))

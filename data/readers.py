@@ -27,7 +27,7 @@ import nibabel as nib
 import numpy as np
 
 from configs.mmwhs import LABEL_MAP as MMWHS_LABEL_MAP
-from data.errors import InputError
+from common.errors import InputError
 from data.nifti_io import NiftiVolume, check_same_grid, load_nifti, to_label_array
 
 LAYOUTS = ("acdc", "prostate_md", "mmwhs")

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import nibabel as nib
 import numpy as np
 
-from data.errors import InputError
+from common.errors import InputError
 from data.nifti_io import load_nifti
 
 

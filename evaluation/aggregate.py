@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic import atomic_write_text
-from data.errors import InputError
+from common.atomic import atomic_write_text
+from common.errors import InputError
 from evaluation.inference import config_value
 from evaluation.metrics import METRIC_NAMES
 from evaluation.report import rows_to_csv
@@ -245,7 +245,7 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from absl import app, flags
 
-    from data.errors import run_main
+    from common.cli import run_main
 
     flags.DEFINE_list("workdirs", [], "Evaluated workdirs, optionally prefixed '<method>='.")
     flags.DEFINE_string("eval_name", "eval_test", "Evaluation folder inside each workdir.")

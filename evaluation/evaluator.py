@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic import atomic_save_nifti
-from data.errors import InputError
+from common.atomic import atomic_save_nifti
+from common.errors import InputError
 from evaluation import plots, report
 from evaluation.inference import CHUNK, as_predictor, label_image_like, native_spacing, predict_stored_volume
 from evaluation.metrics import VolumeMetrics, volume_metrics

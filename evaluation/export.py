@@ -24,8 +24,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from data.atomic import atomic_dir, atomic_write_json
-from data.errors import InputError
+from common.atomic import atomic_dir, atomic_write_json
+from common.errors import InputError
 
 if TYPE_CHECKING:
     import keras
@@ -180,7 +180,7 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from absl import app
 
-    from data.errors import run_main
+    from common.cli import run_main
 
     define_flags()
     app.run(run_main(main))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from data.errors import InputError
+from common.errors import InputError
 from evaluation.metrics import foreground_mean, volume_metrics
 
 CHUNK = 20

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from data.errors import InputError
+from common.errors import InputError
 
 
 def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:

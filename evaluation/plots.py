@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from data.atomic import atomic_write_bytes  # noqa: E402
-from data.errors import InputError  # noqa: E402
+from common.atomic import atomic_write_bytes  # noqa: E402
+from common.errors import InputError  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic import atomic_write_json, atomic_write_text
+from common.atomic import atomic_write_json, atomic_write_text
 from evaluation.metrics import METRIC_NAMES, VolumeMetrics, foreground_mean
 
 METRIC_LABELS = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)", "hd95_vox": "HD95 (vox)"}

@@ -15,8 +15,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from data.atomic import atomic_save_nifti
-from data.errors import InputError
+from common.atomic import atomic_save_nifti
+from common.errors import InputError
 from data.nifti_io import load_nifti
 from evaluation.inference import CHUNK, Predictor, label_image_like, predict_native
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
 from losses.reduction import check_reduction, reduce_per_unit
 
 L2_EPSILON = 1e-12

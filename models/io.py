@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from data.errors import InputError
+from common.errors import InputError
 from models.unet import build_unet
 
 WEIGHTS_NAME = "model.weights.h5"

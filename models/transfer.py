@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import keras
 
-from data.errors import InputError
+from common.errors import InputError
 
 
 def iter_layers(model: keras.layers.Layer) -> Iterable[keras.layers.Layer]:

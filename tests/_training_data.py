@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.common import StageConfig
+from training.engine.common import StageConfig
 
 NUM_PATIENTS = 40  # the synthetic split lists reference ids 001..040
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 from skimage import transform
 
 from data import augment as A
-from data.errors import InputError
+from common.errors import InputError
 
 H, W = 40, 48  # non-square on purpose: catches row/column mix-ups
 

@@ -4,7 +4,7 @@ import re
 import pytest
 
 import configs
-from data.errors import InputError
+from common.errors import InputError
 
 
 def test_dataset_constants():

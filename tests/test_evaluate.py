@@ -14,7 +14,7 @@ import pytest
 
 import configs
 from data import store
-from data.errors import InputError
+from common.errors import InputError
 from evaluation import inference
 from evaluation.evaluator import run_evaluation
 from evaluation.metrics import dice_per_class

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import configs
 
-from data.errors import InputError
+from common.errors import InputError
 from evaluation import export
 from tests import _eval_data as ed
 

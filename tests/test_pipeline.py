@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from data import pipeline as P
-from data.errors import InputError
+from common.errors import InputError
 
 V, D, HW, C = 5, 9, 16, 4
 SMALL_CROP = dict(bbox_dim=8, bbox_dim_y=8, crop_offset_range=(1, 5))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import configs
-from data.errors import InputError
+from common.errors import InputError
 from evaluation import segment
 from evaluation.metrics import dice_per_class
 from tests import _eval_data as ed

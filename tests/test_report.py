@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.errors import InputError
+from common.errors import InputError
 from evaluation import aggregate, plots, report
 from evaluation.metrics import VolumeMetrics
 

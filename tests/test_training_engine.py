@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.errors import InputError
-from training import checkpoint as ck
-from training import loop as loop_lib
-from training import steps
-from training.strategy import resolve_jit
+from common.errors import InputError
+from training.engine import checkpoint as ck
+from training.engine import loop as loop_lib
+from training.engine import steps
+from training.engine.strategy import resolve_jit
 
 
 def _tiny_model():
@@ -143,7 +143,7 @@ def test_resolve_jit_and_overlays():
 
 
 def test_joint_sampler_units_and_skips():
-    from training.joint_data import JointSampler, augment_unit
+    from data.joint_sampler import JointSampler, augment_unit
 
     rng = np.random.default_rng(0)
     full = np.zeros((6, 32, 32), np.int32)
@@ -166,7 +166,7 @@ def test_joint_sampler_units_and_skips():
 
 
 def test_chief_task_convention():
-    from training.strategy import chief_task
+    from training.engine.strategy import chief_task
 
     assert chief_task(None, None, False)
     assert chief_task("worker", 0, False) and not chief_task("worker", 1, False)
@@ -210,7 +210,8 @@ def test_joint_compute_is_one_forward_with_seg_rows_and_h_rows():
     dec_c1_a rows [N_l:], total = seg + lamda * pair loss (reference built by hand)."""
     import functools
 
-    from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors
+    from data.plc_selection import sample_anchors
+    from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
     from losses.segmentation import segmentation_loss
     from models.heads import build_h
 
@@ -249,7 +250,7 @@ def test_joint_compute_is_one_forward_with_seg_rows_and_h_rows():
 
 def test_contrastive_halves_get_separate_intensity_draws():
     """ORIGINAL_SPEC §3.4.2 step 4: one brightness/contrast draw for rows [:B], another for [B:]."""
-    from training.joint_data import augment_unit
+    from data.joint_sampler import augment_unit
 
     img = np.random.default_rng(1).random((32, 32)).astype("f4")
     unit = {"x_lab": tf.zeros((20, 32, 32)), "y_lab": tf.zeros((20, 32, 32), tf.int32),

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from data.errors import InputError
+from common.errors import InputError
 from models.heads import build_g1
 from models.io import load_unet
 from models.transfer import transfer_weights

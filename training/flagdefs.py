@@ -11,7 +11,7 @@ from typing import Any, Callable
 from absl import app, flags, logging
 
 import configs
-from training.common import StageConfig
+from training.engine.common import StageConfig
 
 
 def define_common(default_n_iter: int) -> None:
@@ -70,7 +70,7 @@ def to_config(names: list[str] | None = None, **extra) -> StageConfig:
 
 def run_stage(conf: StageConfig, run: Callable[[StageConfig], dict[str, Any]]) -> None:
     """Run a stage function and print its summary; a diverged run exits with status 3."""
-    from training.loop import TrainingDiverged
+    from training.engine.loop import TrainingDiverged
 
     try:
         summary = run(conf)
@@ -93,7 +93,7 @@ def stage_main(runner_for: Callable[[str], Callable[[StageConfig], dict[str, Any
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         logging.set_verbosity(logging.WARNING)
         conf = to_config()
-        from training.strategy import configure_devices
+        from training.engine.strategy import configure_devices
 
         configure_devices(int(conf.num_replicas))
         run_stage(conf, runner_for(conf.stage))

@@ -31,8 +31,9 @@ from typing import Any, Sequence
 
 from absl import app, flags
 
-from data.atomic import atomic_write_json, atomic_write_text
-from data.errors import InputError, run_main
+from common.atomic import atomic_write_json, atomic_write_text
+from common.errors import InputError
+from common.cli import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
 
 JIT_CHOICES = ("auto", "true", "false")
 

@@ -4,8 +4,8 @@ contrastive training, pseudo-labels re-estimated between rounds.
 * Initialization (round 0): encoder and decoder from the baseline (``--init_from``; trainable
   weights only, BN statistics fresh, §9.3.9), segmentation head and h head freshly initialized,
   fresh Adam.
-* Each iteration: one 40-image forward (``training.steps.joint_compute``) on a unit from
-  ``training.joint_data``; skipped units count as iterations.
+* Each iteration: one 40-image forward (``training.engine.steps.joint_compute``) on a unit from
+  ``data.joint_sampler``; skipped units count as iterations.
 * Validation every ``val_every`` iterations of the round; a better Dice writes ``W/best`` and the
   full training state to ``W/best_state`` (weights, heads, Adam, counters).
 * Round end (not after the last round): the most recently saved best state is restored (as the
@@ -26,19 +26,20 @@ from typing import Any
 import tensorflow as tf
 
 from data import store
-from data.errors import InputError
-from losses.pseudo_label_contrastive import CONTRASTIVE_BT_SIZE, pseudo_label_local_contrastive_loss
+from common.errors import InputError
+from data.plc_selection import CONTRASTIVE_BT_SIZE
+from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
 from losses.segmentation import segmentation_loss
 from models.heads import build_h
 from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import build_unet
-from training import checkpoint as ck
-from training import common
-from training import joint_data
-from training import loop as loop_lib
-from training import steps
-from training.pseudolabel_stage import load_kept, make_pseudo_labels, round_dir
+from training.engine import checkpoint as ck
+from training.engine import common
+from data import joint_sampler as joint_data
+from training.engine import loop as loop_lib
+from training.engine import steps
+from training.stages.pseudolabel import load_kept, make_pseudo_labels, round_dir
 
 SHAPE_KEYS = ("bt_size", "no_of_pos_eles", "local_loss_exp_no", "n_iter_per_round", "rounds", "batch_size")
 

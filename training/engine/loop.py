@@ -29,10 +29,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from data.atomic import atomic_write_json
-from data.errors import InputError
-from training import summaries
-from training.checkpoint import Checkpointer, TrainState, save_best
+from common.atomic import atomic_write_json
+from common.errors import InputError
+from training.engine import summaries
+from training.engine.checkpoint import Checkpointer, TrainState, save_best
 
 
 class TrainingDiverged(RuntimeError):
@@ -171,7 +171,7 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
     Args:
         cfg: schedule.
         state: step / running best / counters (saved in the checkpoint).
-        step_fn: ``batch -> (loss, metrics dict, applied)`` from ``training.steps.make_train_step``.
+        step_fn: ``batch -> (loss, metrics dict, applied)`` from ``training.engine.steps.make_train_step``.
         batches: iterator of (distributed) batches.
         checkpointer: resumable checkpoint of every stateful object.
         metrics: the ``metrics.json`` history.

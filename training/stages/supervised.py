@@ -17,15 +17,15 @@ from typing import Any
 import tensorflow as tf
 
 from data import pipeline
-from data.errors import InputError
+from common.errors import InputError
 from losses.segmentation import segmentation_loss
 from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import build_unet, decoder_block_prefixes
-from training import checkpoint as ck
-from training import common
-from training import loop as loop_lib
-from training import steps
+from training.engine import checkpoint as ck
+from training.engine import common
+from training.engine import loop as loop_lib
+from training.engine import steps
 
 SHAPE_KEYS = ("batch_size",)
 

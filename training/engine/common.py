@@ -17,9 +17,9 @@ import tensorflow as tf
 
 import configs
 from data import store
-from data.errors import InputError
-from training import loop as loop_lib
-from training import strategy as strat
+from common.errors import InputError
+from training.engine import loop as loop_lib
+from training.engine import strategy as strat
 
 
 class StageConfig(dict):
@@ -195,6 +195,6 @@ def read_workdir_config(path: str | os.PathLike) -> dict:
 def write_summary(env: StageEnv, summary: dict) -> None:
     """``W/summary.json``: what the stage did (final step, skips, best validation Dice, timings)."""
     if env.is_chief:
-        from data.atomic import atomic_write_json
+        from common.atomic import atomic_write_json
 
         atomic_write_json(env.out_dir / "summary.json", loop_lib._num(summary))

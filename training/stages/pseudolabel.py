@@ -2,7 +2,7 @@
 
 ``W/pseudo_labels/round_0/<id>.nii.gz`` (int16, geometry of ``<data_dir>/<id>/image.nii.gz``) and
 ``manifest.json`` (kept / rejected volumes, TTA agreement, timings), written by
-``training.pseudo_labels.generate_pseudo_labels``. The manifest is written last, so a directory
+``pseudolabels.generate.generate_pseudo_labels``. The manifest is written last, so a directory
 with a manifest is complete; rerunning the stage with the same CRF / TTA / seed settings then
 does nothing, with other settings it regenerates the labels.
 """
@@ -14,11 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.errors import InputError
+from common.errors import InputError
 from models.io import load_unet
-from training import common
-from training import loop as loop_lib
-from training.pseudo_labels import MANIFEST, generate_pseudo_labels, load_pseudo_labels, read_manifest
+from training.engine import common
+from training.engine import loop as loop_lib
+from pseudolabels.generate import MANIFEST, generate_pseudo_labels, load_pseudo_labels, read_manifest
 
 SHAPE_KEYS: tuple[str, ...] = ()
 

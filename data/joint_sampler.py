@@ -24,8 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment as A
-from losses.pseudo_label_contrastive import (assemble_contrastive_batch, sample_anchors,
-                                              select_segmentation_slices)
+from data.plc_selection import assemble_contrastive_batch, sample_anchors, select_segmentation_slices
 
 CANDIDATES_LABELED = 300  # 15 * mtask_bs
 CANDIDATES_UNLABELED = 300  # 30 * bt_size

@@ -142,7 +142,7 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
     """Build the distributed training step.
 
     Args:
-        strategy: the distribution strategy (``training.strategy.make_strategy``).
+        strategy: the distribution strategy (``training.engine.strategy.make_strategy``).
         compute_fn: ``(replica_batch, num_replicas) -> (loss, metrics)``, values scaled for the
             global batch (see module docstring).
         variables: variables to optimize (the optimizer must have been built on them).

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from data.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 
 
 class TrainState(tf.Module):

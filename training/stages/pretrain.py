@@ -21,17 +21,17 @@ import tensorflow as tf
 
 from data import augment as A
 from data import pipeline, store
-from data.errors import InputError
+from common.errors import InputError
 from losses.global_contrastive import global_contrastive_loss
 from losses.local_contrastive import local_contrastive_loss
 from models.heads import build_g1, build_g2
 from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import DECODER_BLOCK_CHANNELS, DECODER_BLOCK_OUTPUTS, ENCODER_OUTPUT, build_unet, endpoints_model
-from training import checkpoint as ck
-from training import common
-from training import loop as loop_lib
-from training import steps
+from training.engine import checkpoint as ck
+from training.engine import common
+from training.engine import loop as loop_lib
+from training.engine import steps
 
 GLOBAL_SHAPE_KEYS = ("global_loss_exp_no", "bt_size", "n_parts")
 LOCAL_SHAPE_KEYS = ("local_loss_exp_no", "no_of_decoder_blocks", "local_reg_size", "wgt_en",
