@@ -12,7 +12,7 @@ import tensorflow as tf
 from common.errors import InputError
 from training.engine import checkpoint as ck
 from training.engine import loop as loop_lib
-from training.engine import steps
+from training.engine import steps, summaries
 from training.engine.strategy import resolve_jit
 
 
@@ -137,7 +137,7 @@ def test_resolve_jit_and_overlays():
     img = np.random.default_rng(0).random((2, 5, 6)).astype("f4")
     lab = np.zeros((2, 5, 6), int)
     lab[:, 2:4, 2:4] = 2
-    out = loop_lib.overlay_images(img, lab, lab, 4)
+    out = summaries.overlay_images(img, lab, lab, 4)
     assert out.shape == (2, 5, 18, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[:, :, 6:12], out[:, :, 12:18])  # GT panel == prediction panel
 

@@ -126,7 +126,8 @@ class Progress:
     def update(self, postfix: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -138,26 +139,126 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def overlay_images(images: np.ndarray, labels: np.ndarray, preds: np.ndarray,
-                   num_classes: int) -> np.ndarray:
-    """``(N,H,W)`` image, GT, prediction -> ``(N, H, 3W, 3)`` uint8 panels [image | GT | pred].
+class _StepValues:
+    """Per-step results kept as tensors between log points (no host sync per step).
 
-    Labels are drawn with a fixed colour per class over the grey image.
+    ``flush`` reads them once: the values of the applied steps, the non-finite count, and the
+    step at which ``max_nonfinite`` consecutive non-finite steps were reached (if any).
     """
-    colours = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48],
-                        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.float32)
-    img = images.astype(np.float32)
-    lo, hi = np.percentile(img, 1), np.percentile(img, 99)
-    grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)[..., None] * 255.0  # (N, H, W, 1)
-    grey = np.repeat(grey, 3, axis=-1)  # (N, H, W, 3)
 
-    def paint(lab):
-        col = colours[np.clip(lab, 0, len(colours) - 1) % len(colours)]  # (N, H, W, 3)
-        mask = (lab > 0)[..., None]
-        return np.where(mask, 0.5 * grey + 0.5 * col, grey)
+    def __init__(self, consecutive_bad: int = 0) -> None:
+        self.items: list[tuple[int, Any, dict, Any]] = []
+        self.consecutive_bad = consecutive_bad
 
-    panel = np.concatenate([grey, paint(labels), paint(preds)], axis=2)  # (N, H, 3W, 3)
-    return panel.astype(np.uint8)
+    def add(self, step: int, loss: Any, mets: dict, applied: Any) -> None:
+        self.items.append((step, loss, mets, applied))
+
+    def flush(self, max_nonfinite: int) -> tuple[dict[str, list[float]], int, int | None]:
+        """``({name: values of the applied steps}, non-finite steps, step where the run diverged or None)``."""
+        values: dict[str, list[float]] = {}
+        bad = 0
+        diverged_at = None
+        for step, loss, mets, applied in self.items:
+            if not bool(applied):
+                bad += 1
+                self.consecutive_bad += 1
+                if self.consecutive_bad >= max_nonfinite and diverged_at is None:
+                    diverged_at = step
+                continue
+            self.consecutive_bad = 0
+            for k, v in {"loss": loss, **mets}.items():
+                values.setdefault(k, []).append(float(v))
+        self.items = []
+        return values, bad, diverged_at
+
+
+def state_summary(state: TrainState, last_val: float | None = None) -> dict[str, Any]:
+    """The loop's result dict from the training state (``last_val`` = the last validation run)."""
+    return {"step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
+            "nonfinite": int(state.nonfinite.numpy()),
+            # A rerun of a finished stage validates nothing: report the checkpointed last value.
+            "last_val_dice": last_val if last_val is not None else float(state.last_val.numpy()),
+            "best_val_dice": float(state.best.numpy())}
+
+
+class _Loop:
+    """The parts of :func:`run_loop`: iterate, log, validate-and-keep-best, checkpoint."""
+
+    def __init__(self, cfg: LoopConfig, state: TrainState, checkpointer: Checkpointer, metrics: MetricsLog,
+                 validate_fn: Callable[[int], dict] | None, save_best_fn: Callable[[int, float], None] | None,
+                 writers: tuple[Any, Any] | None) -> None:
+        self.cfg, self.state, self.checkpointer, self.metrics = cfg, state, checkpointer, metrics
+        self.validate_fn, self.save_best_fn = validate_fn, save_best_fn
+        self.train_w, self.eval_w = writers if writers is not None else (None, None)
+        self.pending = _StepValues()
+        self.recent: dict[str, list[float]] = {}
+        self.last_val: float | None = None
+        self.n_val = 0
+        self.t0 = time.time()
+
+    def flush(self) -> dict[str, float]:
+        """Read the pending step values into ``recent``; returns the last applied step's values.
+
+        Raises:
+            TrainingDiverged: ``max_nonfinite`` consecutive non-finite steps.
+        """
+        values, bad, diverged_at = self.pending.flush(self.cfg.max_nonfinite)
+        if bad:
+            self.state.nonfinite.assign_add(bad)
+        if diverged_at is not None:
+            raise TrainingDiverged(
+                f"{self.cfg.max_nonfinite} consecutive non-finite losses at step {diverged_at}; "
+                f"stopped. The last good checkpoint is kept in {self.checkpointer.directory} "
+                f"(lower the learning rate or check the input data)")
+        for k, v in values.items():
+            self.recent.setdefault(k, []).extend(v)
+        return {k: v[-1] for k, v in values.items()}
+
+    def log_train(self, step: int, means: dict[str, float]) -> None:
+        self.metrics.add("train", step, means)
+        if self.train_w is not None:
+            with self.train_w.as_default():
+                for k, v in means.items():
+                    summaries.scalar(k, v, step)
+                summaries.scalar("skipped_iterations", int(self.state.skipped.numpy()), step)
+
+    def validate(self, step: int) -> None:
+        """Validate, record, and keep the best weights when the Dice improves."""
+        cfg, state = self.cfg, self.state
+        res = self.validate_fn(step)
+        self.last_val = float(res["val_dice"])
+        state.last_val.assign(self.last_val)
+        self.n_val += 1
+        if cfg.is_chief:
+            self._record_validation(step, res)
+        if math.isfinite(self.last_val) and self.last_val - float(state.best.numpy()) > cfg.min_improvement:
+            state.best.assign(self.last_val)
+            if self.save_best_fn is not None:
+                # Every worker calls it (checkpoint saves are collective under
+                # MultiWorkerMirroredStrategy); non-chief workers write to a temp dir.
+                self.save_best_fn(step, self.last_val)
+        log(f"[{cfg.desc}] step {step}/{cfg.end_step} val_dice {self.last_val:.4f} "
+            f"best {float(state.best.numpy()):.4f} skipped {int(state.skipped.numpy())} "
+            f"({time.time() - self.t0:.0f}s)")
+        if cfg.is_chief:
+            self.metrics.write()
+
+    def _record_validation(self, step: int, res: dict) -> None:
+        scalars = {k: v for k, v in res.items() if k != "images"}
+        self.metrics.add("val", step, scalars)
+        if self.eval_w is None:
+            return
+        with self.eval_w.as_default():
+            for k, v in scalars.items():
+                if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                    summaries.scalar(k, float(v), step)
+            if res.get("images") is not None and (self.n_val - 1) % self.cfg.image_every_val == 0:
+                summaries.images("image_gt_pred", res["images"], step)
+
+    def close(self) -> None:
+        for w in (self.train_w, self.eval_w):
+            if w is not None:
+                w.flush()
 
 
 def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple],
@@ -167,6 +268,9 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
              skip_fn: Callable[[Any], bool] | None = None,
              writers: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Run iterations until ``state.step == cfg.end_step``.
+
+    Per-step loss values stay tensors until the next log, validation or checkpoint point, where
+    they are read once (the NaN guard's count and the divergence check happen there too).
 
     Args:
         cfg: schedule.
@@ -188,92 +292,41 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
     Raises:
         TrainingDiverged: ``cfg.max_nonfinite`` consecutive non-finite steps.
     """
-    start = int(state.step.numpy())
-    progress = Progress(start, cfg.end_step, cfg.desc)
-    consecutive_bad = 0
-    last_val = None
-    n_val = 0
-    t0 = time.time()
-    train_w, eval_w = writers if writers is not None else (None, None)
-    recent: dict[str, list[float]] = {}
+    loop = _Loop(cfg, state, checkpointer, metrics, validate_fn, save_best_fn, writers)
+    progress = Progress(int(state.step.numpy()), cfg.end_step, cfg.desc)
     try:
         while int(state.step.numpy()) < cfg.end_step:
             i = int(state.step.numpy())  # 0-based index of this iteration
+            step = i + 1
             batch = next(batches)
-            values: dict[str, float] = {}
             if skip_fn is not None and skip_fn(batch):
                 state.skipped.assign_add(1)
             else:
                 loss, mets, applied = step_fn(batch)
-                values = {"loss": float(loss), **{k: float(v) for k, v in mets.items()}}
-                if not bool(applied):
-                    state.nonfinite.assign_add(1)
-                    consecutive_bad += 1
-                    if consecutive_bad >= cfg.max_nonfinite:
-                        raise TrainingDiverged(
-                            f"{consecutive_bad} consecutive non-finite losses at step {i + 1}; "
-                            f"stopped. The last good checkpoint is kept in {checkpointer.directory} "
-                            f"(lower the learning rate or check the input data)")
-                else:
-                    consecutive_bad = 0
-                    for k, v in values.items():
-                        recent.setdefault(k, []).append(v)
+                loop.pending.add(step, loss, mets, applied)
             state.step.assign_add(1)
-            step = i + 1
-            progress.update(values)
-
-            if cfg.is_chief and recent and (step % cfg.log_every == 0 or step == cfg.end_step):
-                means = {k: float(np.mean(v)) for k, v in recent.items()}
-                recent = {}
-                metrics.add("train", step, means)
-                if train_w is not None:
-                    with train_w.as_default():
-                        for k, v in means.items():
-                            summaries.scalar(k, v, step)
-                        summaries.scalar("skipped_iterations", int(state.skipped.numpy()), step)
-
             is_last = step == cfg.end_step
-            if validate_fn is not None and ((cfg.val_every and (i - cfg.val_origin) % cfg.val_every == 0) or is_last):
-                res = validate_fn(step)
-                last_val = float(res["val_dice"])
-                state.last_val.assign(last_val)
-                n_val += 1
-                if cfg.is_chief:
-                    scalars = {k: v for k, v in res.items() if k != "images"}
-                    metrics.add("val", step, scalars)
-                    if eval_w is not None:
-                        with eval_w.as_default():
-                            for k, v in scalars.items():
-                                if isinstance(v, (int, float)) and math.isfinite(float(v)):
-                                    summaries.scalar(k, float(v), step)
-                            if res.get("images") is not None and (n_val - 1) % cfg.image_every_val == 0:
-                                summaries.images("image_gt_pred", res["images"], step)
-                if math.isfinite(last_val) and last_val - float(state.best.numpy()) > cfg.min_improvement:
-                    state.best.assign(last_val)
-                    if save_best_fn is not None:
-                        # Every worker calls it (checkpoint saves are collective under
-                        # MultiWorkerMirroredStrategy); non-chief workers write to a temp dir.
-                        save_best_fn(step, last_val)
-                log(f"[{cfg.desc}] step {step}/{cfg.end_step} val_dice {last_val:.4f} "
-                    f"best {float(state.best.numpy()):.4f} skipped {int(state.skipped.numpy())} "
-                    f"({time.time() - t0:.0f}s)")
-                if cfg.is_chief:
-                    metrics.write()
-
-            if (step % cfg.ckpt_every == 0 or is_last) and (cfg.save_at_end or not is_last):
+            log_now = step % cfg.log_every == 0 or is_last
+            validate_now = validate_fn is not None and (
+                (cfg.val_every and (i - cfg.val_origin) % cfg.val_every == 0) or is_last)
+            ckpt_now = (step % cfg.ckpt_every == 0 or is_last) and (cfg.save_at_end or not is_last)
+            if not (log_now or validate_now or ckpt_now):
+                progress.update({})
+                continue
+            progress.update(loop.flush())
+            if cfg.is_chief and loop.recent and log_now:
+                loop.log_train(step, {k: float(np.mean(v)) for k, v in loop.recent.items()})
+                loop.recent = {}
+            if validate_now:
+                loop.validate(step)
+            if ckpt_now:
                 checkpointer.save(step)
                 if cfg.is_chief:
                     metrics.write()
     finally:
         progress.close()
-        for w in (train_w, eval_w):
-            if w is not None:
-                w.flush()
-    return {"step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
-            "nonfinite": int(state.nonfinite.numpy()),
-            # A rerun of a finished stage validates nothing: report the checkpointed last value.
-            "last_val_dice": last_val if last_val is not None else float(state.last_val.numpy()),
-            "best_val_dice": float(state.best.numpy())}
+        loop.close()
+    return state_summary(state, loop.last_val)
 
 
 # ------------------------------------------------------------------------------------------

@@ -14,24 +14,25 @@ that the fine-tuning stage loads it with ``models.io.load_unet`` and copies what
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import tensorflow as tf
 
+import configs
+from common.errors import InputError
 from data import augment as A
 from data import pipeline, store
-from common.errors import InputError
 from losses.global_contrastive import global_contrastive_loss
 from losses.local_contrastive import local_contrastive_loss
 from models.heads import build_g1, build_g2
 from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import DECODER_BLOCK_CHANNELS, DECODER_BLOCK_OUTPUTS, ENCODER_OUTPUT, build_unet, endpoints_model
-from training.engine import checkpoint as ck
-from training.engine import common
+from training.config import PretrainConfig
 from training.engine import loop as loop_lib
 from training.engine import steps
+from training.engine.env import data_seed
+from training.engine.runner import StageRun, Task, run_stage
 
 GLOBAL_SHAPE_KEYS = ("global_loss_exp_no", "bt_size", "n_parts")
 LOCAL_SHAPE_KEYS = ("local_loss_exp_no", "no_of_decoder_blocks", "local_reg_size", "wgt_en",
@@ -50,111 +51,120 @@ def crop_settings(image_size: tuple[int, int], bbox_dim: int) -> dict[str, Any]:
             "crop_offset_range": tuple(p["offset_range"])}
 
 
-def _pool_key(conf: common.StageConfig, cfg: Any) -> tuple[str, str]:
-    if conf.get("no_of_tr_imgs"):
-        return (conf.no_of_tr_imgs, conf.comb_tr_imgs)
-    return tuple(cfg.unlabeled_pool)
+class PretrainTask(Task):
+    """Global (encoder + g1) or local (decoder blocks + g2, frozen encoder) contrastive pre-training."""
 
+    validates = False
 
-def run_pretrain(conf: common.StageConfig) -> dict[str, Any]:
-    """Run (or resume) ``--stage global`` or ``--stage local``; returns the summary."""
-    import configs
+    @classmethod
+    def check(cls, conf: PretrainConfig) -> None:
+        if conf.stage == "global" and conf.global_loss_exp_no not in (0, 1, 2):
+            raise InputError(f"--global_loss_exp_no must be 0 (G^R), 1 (G^D-) or 2 (G^D), got {conf.global_loss_exp_no}")
+        if conf.stage == "local":
+            if not 1 <= conf.no_of_decoder_blocks <= 5:
+                raise InputError(f"--no_of_decoder_blocks must be in 1..5, got {conf.no_of_decoder_blocks}")
+            if conf.no_of_local_regions not in (9, 13):
+                raise InputError(f"--no_of_local_regions must be 9 or 13, got {conf.no_of_local_regions}")
 
-    t_start = time.time()
-    conf = common.resolve_dataset(conf)
-    cfg = configs.get_config(conf.dataset)
-    key = _pool_key(conf, cfg)
-    stage = conf.stage
-    if stage == "global" and int(conf.global_loss_exp_no) not in (0, 1, 2):
-        raise InputError(f"--global_loss_exp_no must be 0 (G^R), 1 (G^D-) or 2 (G^D), got {conf.global_loss_exp_no}")
-    if stage == "local":
-        if not 1 <= int(conf.no_of_decoder_blocks) <= 5:
-            raise InputError(f"--no_of_decoder_blocks must be in 1..5, got {conf.no_of_decoder_blocks}")
-        if int(conf.no_of_local_regions) not in (9, 13):
-            raise InputError(f"--no_of_local_regions must be 9 or 13, got {conf.no_of_local_regions}")
-    env = common.prepare(conf.replace(pool=list(key)),
-                         GLOBAL_SHAPE_KEYS if stage == "global" else LOCAL_SHAPE_KEYS, split_key=key)
-    strategy = env.strategy
-    volumes = store.load_volumes(conf.data_dir, env.split.labeled)
-    images = [v.image for v in volumes]
-    hw = tuple(cfg.image_size)
+    @classmethod
+    def split_key(cls, conf: PretrainConfig) -> tuple[str, str]:
+        """The volumes pre-trained on: ``--no_of_tr_imgs`` or the dataset's unlabeled pool."""
+        if conf.no_of_tr_imgs:
+            return (conf.no_of_tr_imgs, conf.comb_tr_imgs)
+        return tuple(configs.get_config(conf.dataset).unlabeled_pool)
 
-    with strategy.scope():
-        unet = build_unet(cfg.num_classes, hw)
-        if stage == "global":
-            backbone = endpoints_model(unet, ENCODER_OUTPUT)
-            head = build_g1(tuple(backbone.output.shape[1:]))
-            proj = None
-        else:
-            block = int(conf.no_of_decoder_blocks)
-            backbone = endpoints_model(unet, DECODER_BLOCK_OUTPUTS[block - 1])
-            head, proj = build_g2(DECODER_BLOCK_CHANNELS[block - 1], int(conf.wgt_en), int(conf.local_reg_size))
-        if env.replicas > 1:
-            for m in (unet, head):
-                steps.synchronize_batchnorm(m)
-    if stage == "global":
-        variables = steps.variables_of([backbone, head])
-    else:
+    @classmethod
+    def config_extra(cls, conf: PretrainConfig) -> dict[str, Any]:
+        return {"pool": list(cls.split_key(conf))}
+
+    @classmethod
+    def shape_keys_for(cls, conf: PretrainConfig) -> tuple[str, ...]:
+        return GLOBAL_SHAPE_KEYS if conf.stage == "global" else LOCAL_SHAPE_KEYS
+
+    def build(self) -> dict[str, Any]:
+        conf, cfg = self.conf, self.cfg
+        self.images = [v.image for v in store.load_volumes(conf.data_dir, self.env.split.labeled)]
+        unet = build_unet(cfg.num_classes, tuple(cfg.image_size))
+        if conf.stage == "global":
+            self.backbone = endpoints_model(unet, ENCODER_OUTPUT)
+            head = build_g1(tuple(self.backbone.output.shape[1:]))
+            self.projection = None
+            return {"model": unet, "head": head}
+        block = conf.no_of_decoder_blocks
+        self.backbone = endpoints_model(unet, DECODER_BLOCK_OUTPUTS[block - 1])
+        head, self.projection = build_g2(DECODER_BLOCK_CHANNELS[block - 1], conf.wgt_en, conf.local_reg_size)
+        models = {"model": unet, "head": head}
+        if self.projection is not None:
+            models["projection"] = self.projection
+        return models
+
+    def state_variables(self) -> list:
+        return self.unet.non_trainable_variables + self.models["head"].non_trainable_variables
+
+    def trainable_variables(self) -> list:
+        head = self.models["head"]
+        if self.conf.stage == "global":
+            return steps.variables_of([self.backbone, head])
         # Encoder excluded from the update; its BN layers still run in training mode.
-        variables = steps.variables_of([backbone], exclude_prefixes=("enc_",)) + steps.variables_of(
-            [head, proj])
-    optimizer = steps.make_optimizer(conf.lr_reg, variables, strategy)
-    state = ck.TrainState()
-    objects = dict(model=unet, head=head, optimizer=optimizer, state=state)
-    if proj is not None:
-        objects["projection"] = proj
-    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", restore_from=env.workdir / "ckpt", **objects)
-    resumed = checkpointer.restore_latest()
-    if not resumed and stage == "local":
-        if conf.get("init_from"):
-            copied = transfer_weights(load_unet(conf.init_from, num_classes=cfg.num_classes), unet, ("enc_",))
-            loop_lib.log(f"[local] encoder initialized from {conf.init_from} ({len(copied)} layers)")
+        return steps.variables_of([self.backbone], exclude_prefixes=("enc_",)) + steps.variables_of(
+            [head, self.projection])
+
+    @property
+    def learning_rate(self) -> float:
+        return self.conf.lr_reg
+
+    def initialize(self) -> None:
+        if self.conf.stage != "local":
+            return
+        if self.conf.init_from:
+            src = load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
+            copied = transfer_weights(src, self.unet, ("enc_",))
+            loop_lib.log(f"[local] encoder initialized from {self.conf.init_from} ({len(copied)} layers)")
         else:
             loop_lib.log("[local] no --init_from: the frozen encoder keeps its random initialization")
-    start = int(state.step.numpy())
-    base_seed = common.data_seed(conf.seed, start)
 
-    if stage == "global":
-        loss = functools.partial(global_contrastive_loss, exp_no=int(conf.global_loss_exp_no),
-                                 bt_size=int(conf.bt_size), n_parts=int(conf.n_parts),
-                                 temperature=float(conf.temp_fac))
-        crop = crop_settings(hw, int(conf.bbox_dim))
+    def compute_fn(self) -> steps.ComputeFn:
+        conf = self.conf
+        if conf.stage == "global":
+            loss = functools.partial(global_contrastive_loss, exp_no=conf.global_loss_exp_no,
+                                     bt_size=conf.bt_size, n_parts=conf.n_parts, temperature=conf.temp_fac)
+            jit_loss = True
+        else:
+            exp_no = conf.local_loss_exp_no
+            loss = functools.partial(
+                local_contrastive_loss, exp_no=exp_no, num_regions=conf.no_of_local_regions,
+                region_size=conf.local_reg_size,
+                num_negatives=conf.no_of_neg_local_regions if exp_no == 0 else None,
+                temperature=conf.temp_fac, projection=self.projection)
+            # The projection's variables cannot sit inside an XLA function under several replicas.
+            jit_loss = self.projection is None or self.env.replicas == 1
+        return steps.contrastive_compute(self.backbone, self.models["head"], loss, f"{conf.stage}_loss",
+                                         jit_loss=jit_loss)
+
+    def dataset_fn(self, start_step: int):
+        conf, images = self.conf, self.images
+        base_seed = data_seed(conf.seed, start_step)
+        if conf.stage == "global":
+            crop = crop_settings(tuple(self.cfg.image_size), conf.bbox_dim)
+
+            def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+                return pipeline.global_loss_batches(
+                    images, conf.global_loss_exp_no, bt_size=conf.bt_size, n_parts=conf.n_parts,
+                    seed=pipeline.replica_seed(base_seed, ctx.input_pipeline_id),
+                    replicate_gd_zero_block=conf.replicate_gd_zero_block, **crop)
+            return dataset_fn
 
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-            return pipeline.global_loss_batches(
-                images, int(conf.global_loss_exp_no), bt_size=int(conf.bt_size), n_parts=int(conf.n_parts),
-                seed=pipeline.replica_seed(base_seed, ctx.input_pipeline_id),
-                replicate_gd_zero_block=bool(conf.replicate_gd_zero_block), **crop)
-        jit_loss = True
-    else:
-        exp_no = int(conf.local_loss_exp_no)
-        loss = functools.partial(
-            local_contrastive_loss, exp_no=exp_no, num_regions=int(conf.no_of_local_regions),
-            region_size=int(conf.local_reg_size),
-            num_negatives=int(conf.no_of_neg_local_regions) if exp_no == 0 else None,
-            temperature=float(conf.temp_fac), projection=proj)
-
-        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-            return pipeline.local_loss_batches(images, exp_no, bt_size=LR_PAIRS,
+            return pipeline.local_loss_batches(images, conf.local_loss_exp_no, bt_size=LR_PAIRS,
                                                seed=pipeline.replica_seed(base_seed, ctx.input_pipeline_id))
-        # The projection's variables cannot sit inside an XLA function under several replicas.
-        jit_loss = proj is None or env.replicas == 1
+        return dataset_fn
 
-    compute = steps.contrastive_compute(backbone, head, loss, f"{stage}_loss", jit_loss=jit_loss)
-    step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit,
-                                    state_variables=unet.non_trainable_variables + head.non_trainable_variables)
-    batches = common.distribute(strategy, dataset_fn)
-    metrics = loop_lib.MetricsLog(env.out_dir / "metrics.json", start)
-    total = common.end_step(conf.n_iter, conf.get("max_steps"))
-    lcfg = loop_lib.LoopConfig(workdir=str(env.out_dir), end_step=total, val_every=0,
-                               ckpt_every=int(conf.ckpt_every), log_every=int(conf.get("log_every", 10)),
-                               is_chief=env.is_chief, desc=stage)
-    result = loop_lib.run_loop(lcfg, state, step_fn, batches, checkpointer, metrics, writers=env.writers())
-    last = metrics.data["train"][-1] if metrics.data["train"] else {}
-    loop_lib.log(f"[{stage}] step {result['step']} loss {last.get('loss')}")
-    if env.is_chief:
-        ck.save_final(unet, env.out_dir)
-    summary = {"stage": stage, **result, "final_loss": last.get("loss"), "seconds": time.time() - t_start,
-               "replicas": env.replicas}
-    common.write_summary(env, summary)
-    return summary
+    def summary(self, run: StageRun) -> dict[str, Any]:
+        last = run.metrics.data["train"][-1] if run.metrics.data["train"] else {}
+        loop_lib.log(f"[{self.conf.stage}] step {run.result['step']} loss {last.get('loss')}")
+        return {**run.result, "final_loss": last.get("loss")}
+
+
+def run_pretrain(conf: PretrainConfig) -> dict[str, Any]:
+    """Run (or resume) ``--stage global`` or ``--stage local``; returns the summary."""
+    return run_stage(PretrainTask, conf)

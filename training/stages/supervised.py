@@ -11,7 +11,6 @@ encoder (global stage) or the encoder and the first ``l`` decoder blocks (local 
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import tensorflow as tf
@@ -22,10 +21,11 @@ from losses.segmentation import segmentation_loss
 from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import build_unet, decoder_block_prefixes
-from training.engine import checkpoint as ck
-from training.engine import common
+from training.config import SelfTrainConfig
 from training.engine import loop as loop_lib
 from training.engine import steps
+from training.engine.env import data_seed, load_labeled, read_workdir_config
+from training.engine.runner import StageRun, Task, labeled_arrays, run_stage
 
 SHAPE_KEYS = ("batch_size",)
 
@@ -46,7 +46,7 @@ def transfer_prefixes(init_conf: dict) -> tuple[str, ...]:
 
 def init_from_workdir(unet: Any, init_from: str, num_classes: int) -> list[str]:
     """Copy weights from a previous stage into ``unet``; returns the copied layer names."""
-    init_conf = common.read_workdir_config(init_from)
+    init_conf = read_workdir_config(init_from)
     if int(init_conf.get("num_classes", num_classes)) != num_classes and init_conf.get("stage") not in (
             "global", "local"):
         raise InputError(f"--init_from={init_from}: {init_conf.get('num_classes')} classes, expected {num_classes}")
@@ -54,60 +54,52 @@ def init_from_workdir(unet: Any, init_from: str, num_classes: int) -> list[str]:
     return transfer_weights(src, unet, transfer_prefixes(init_conf))
 
 
-def run_supervised(conf: common.StageConfig) -> dict[str, Any]:
+class SupervisedTask(Task):
+    """Baseline / fine-tuning: the UNet trained with the segmentation loss on the labeled set."""
+
+    shape_keys = SHAPE_KEYS
+
+    def build(self) -> dict[str, Any]:
+        self.labeled = load_labeled(self.conf.data_dir, self.env.split.labeled, "labeled")
+        return {"model": build_unet(self.cfg.num_classes, tuple(self.cfg.image_size))}
+
+    def trainable_variables(self) -> list:
+        return self.unet.trainable_variables
+
+    @property
+    def learning_rate(self) -> float:
+        return self.conf.lr_seg
+
+    def initialize(self) -> None:
+        self.copied: list[str] = []
+        if self.conf.init_from:
+            self.copied = init_from_workdir(self.unet, self.conf.init_from, self.cfg.num_classes)
+            loop_lib.log(f"[{self.conf.stage}] initialized {len(self.copied)} layers from {self.conf.init_from}")
+
+    def compute_fn(self) -> steps.ComputeFn:
+        seg_loss = functools.partial(segmentation_loss, dsc_loss=self.conf.dsc_loss,
+                                     class_weights=self.cfg.class_weights)
+        return steps.seg_compute(self.unet, seg_loss, jit_loss=self.env.jit and self.env.replicas > 1)
+
+    def dataset_fn(self, start_step: int):
+        conf, cfg = self.conf, self.cfg
+        base_seed = data_seed(conf.seed, start_step)
+        images, labels = labeled_arrays(self.labeled)
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            return pipeline.labeled_batches(
+                images, labels, cfg.num_classes, batch_size=conf.batch_size,
+                seed=pipeline.replica_seed(base_seed, ctx.input_pipeline_id),
+                augment=bool(conf.data_aug), deform=bool(conf.rd_en) and bool(conf.data_aug),
+                intensity=bool(conf.ri_en), sigma=conf.sigma)
+
+        return dataset_fn
+
+    def summary(self, run: StageRun) -> dict[str, Any]:
+        copied = getattr(self, "copied", None)
+        return {**run.result, "transferred_layers": len(copied) if copied else None}
+
+
+def run_supervised(conf: SelfTrainConfig) -> dict[str, Any]:
     """Run (or resume) the baseline / fine-tuning stage described by ``conf``; returns the summary."""
-    t_start = time.time()
-    conf = common.resolve_dataset(conf)
-    env = common.prepare(conf, SHAPE_KEYS)
-    cfg, strategy = env.cfg, env.strategy
-    labeled = common.load_labeled(conf.data_dir, env.split.labeled, "labeled")
-    with strategy.scope():
-        unet = build_unet(cfg.num_classes, tuple(cfg.image_size))
-        if env.replicas > 1:
-            steps.synchronize_batchnorm(unet)
-    variables = unet.trainable_variables
-    optimizer = steps.make_optimizer(conf.lr_seg, variables, strategy)
-    state = ck.TrainState()
-    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", restore_from=env.workdir / "ckpt", model=unet,
-                                   optimizer=optimizer, state=state)
-    resumed = checkpointer.restore_latest()
-    copied: list[str] = []
-    if not resumed and conf.get("init_from"):
-        copied = init_from_workdir(unet, conf.init_from, cfg.num_classes)
-        loop_lib.log(f"[{conf.stage}] initialized {len(copied)} layers from {conf.init_from}")
-    start = int(state.step.numpy())
-    if resumed:
-        loop_lib.log(f"[{conf.stage}] resuming from step {start}")
-
-    seg_loss = functools.partial(segmentation_loss, dsc_loss=int(conf.dsc_loss),
-                                 class_weights=cfg.class_weights)
-    compute = steps.seg_compute(unet, seg_loss, jit_loss=env.jit and env.replicas > 1)
-    step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit,
-                                    state_variables=unet.non_trainable_variables)
-    base_seed = common.data_seed(conf.seed, start)
-    images = [v.image for v in labeled]
-    labels = [v.label for v in labeled]
-
-    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return pipeline.labeled_batches(
-            images, labels, cfg.num_classes, batch_size=int(conf.batch_size),
-            seed=pipeline.replica_seed(base_seed, ctx.input_pipeline_id),
-            augment=bool(conf.data_aug), deform=bool(conf.rd_en) and bool(conf.data_aug),
-            intensity=bool(conf.ri_en), sigma=float(conf.sigma))
-
-    batches = common.distribute(strategy, dataset_fn)
-    validator = common.Validator(conf.data_dir, env.split.val, cfg, unet)
-    metrics = loop_lib.MetricsLog(env.out_dir / "metrics.json", start)
-    total = common.end_step(conf.n_iter, conf.get("max_steps"))
-    lcfg = loop_lib.LoopConfig(workdir=str(env.out_dir), end_step=total, val_every=int(conf.val_every),
-                               ckpt_every=int(conf.ckpt_every), is_chief=env.is_chief, desc=conf.stage)
-    result = loop_lib.run_loop(
-        lcfg, state, step_fn, batches, checkpointer, metrics, validate_fn=validator,
-        save_best_fn=lambda step, d: ck.save_best(unet, env.out_dir, step, d),
-        writers=env.writers())
-    if env.is_chief:
-        ck.save_final(unet, env.out_dir)
-    summary = {"stage": conf.stage, **result, "transferred_layers": len(copied) if copied else None,
-               "seconds": time.time() - t_start, "replicas": env.replicas}
-    common.write_summary(env, summary)
-    return summary
+    return run_stage(SupervisedTask, conf)

@@ -1,8 +1,5 @@
-"""Pieces every stage needs: the resolved configuration, the workdir, data loading, validation,
-TensorBoard writers, distributed datasets.
-
-A stage configuration is a plain dict (``StageConfig``: attribute access, JSON-serializable) built
-by the scripts from their flags; library code never reads absl FLAGS.
+"""The environment of a stage run: strategy, workdir and config.json, dataset config and split,
+distributed datasets, labeled-volume loading.
 """
 from __future__ import annotations
 
@@ -12,30 +9,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 import configs
-from data import store
 from common.errors import InputError
+from data import store
+from training.config import StageConfig
 from training.engine import loop as loop_lib
 from training.engine import strategy as strat
-
-
-class StageConfig(dict):
-    """Resolved flags of a stage; ``conf.x`` is ``conf["x"]``."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def replace(self, **kw: Any) -> "StageConfig":
-        out = StageConfig(self)
-        out.update(kw)
-        return out
-
 
 # Keys whose change makes the checkpoints of a workdir unusable (checked against config.json).
 COMMON_SHAPE_KEYS = ("stage", "dataset", "num_classes", "image_size")
@@ -77,44 +58,38 @@ def check_data_dir(data_dir: str, dataset: str, cfg: Any) -> None:
                          f"{dataset} config {tuple(cfg.image_size)}")
 
 
-def resolve_dataset(conf: StageConfig) -> StageConfig:
-    """Add the dataset's fixed properties (classes, sizes, names) to the configuration."""
-    cfg = configs.get_config(conf.dataset)
-    return conf.replace(num_classes=int(cfg.num_classes), image_size=list(cfg.image_size),
-                        struct_names=list(cfg.struct_names))
+def dataset_fields(cfg: Any) -> dict[str, Any]:
+    """The dataset's fixed properties recorded in ``config.json`` beside the flags."""
+    return {"num_classes": int(cfg.num_classes), "image_size": list(cfg.image_size),
+            "struct_names": list(cfg.struct_names)}
 
 
-def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, str] | None = None) -> StageEnv:
+def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, str],
+            extra: dict[str, Any] | None = None) -> StageEnv:
     """Create the strategy, check inputs, write/check ``config.json``; return the stage environment.
 
     Args:
-        conf: resolved configuration (``resolve_dataset`` already applied).
+        conf: the stage's typed config.
         shape_keys: stage-specific keys added to ``COMMON_SHAPE_KEYS``.
-        split_key: ``(no_of_tr_imgs, comb_tr_imgs)``; default from ``conf``.
+        split_key: ``(no_of_tr_imgs, comb_tr_imgs)`` of the volumes the stage reads.
+        extra: further values recorded in ``config.json`` (e.g. the pre-training pool).
     """
-    if not conf.get("workdir"):
+    if not conf.workdir:
         raise InputError("--workdir is required")
     cfg = configs.get_config(conf.dataset)
     check_data_dir(conf.data_dir, conf.dataset, cfg)
-    key = split_key or (conf.no_of_tr_imgs, conf.comb_tr_imgs)
-    split = configs.get_split(conf.dataset, *key)
-    strategy = strat.make_strategy(int(conf.get("num_replicas", 1)))
+    split = configs.get_split(conf.dataset, *split_key)
+    strategy = strat.make_strategy(int(conf.num_replicas))
     chief = strat.is_chief(strategy)
     workdir = Path(conf.workdir)
     out_dir = strat.output_dir(workdir, strategy)
     out_dir.mkdir(parents=True, exist_ok=True)
-    loop_lib.write_or_check_config(out_dir, dict(conf), tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys),
+    record = {**conf.to_json(), **dataset_fields(cfg), **(extra or {})}
+    loop_lib.write_or_check_config(out_dir, record, tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys),
                                    is_chief=True)
     return StageEnv(conf=conf, cfg=cfg, split=split, strategy=strategy, workdir=workdir,
-                    out_dir=out_dir, is_chief=chief, jit=strat.resolve_jit(conf.get("jit_compile", "auto")),
+                    out_dir=out_dir, is_chief=chief, jit=strat.resolve_jit(conf.jit_compile),
                     replicas=int(strategy.num_replicas_in_sync))
-
-
-def end_step(total: int, max_steps: int | None) -> int:
-    """``min(total, max_steps)`` when ``max_steps`` > 0 (smoke runs), else ``total``."""
-    if max_steps is not None and int(max_steps) > 0:
-        return min(int(total), int(max_steps))
-    return int(total)
 
 
 def load_labeled(data_dir: str, ids: Sequence[str], what: str) -> list[store.Volume]:
@@ -142,43 +117,6 @@ def distribute(strategy: tf.distribute.Strategy, dataset_fn: Callable[[tf.distri
             strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return iter(dataset_fn(tf.distribute.InputContext()))
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
-
-
-class Validator:
-    """Validation Dice at native resolution (ORIGINAL_SPEC §6.1), the model-selection score.
-
-    The score is ``evaluation.inference.evaluate_volumes`` (the same code as ``evaluate.py``);
-    this class adds the per-structure means and a few overlays for TensorBoard. Returns
-    ``{"val_dice": mean over volumes of the mean foreground Dice, "val_dice_<struct>": ...,
-    "images": (3, H, 3W, 3) uint8 overlays of the first validation volume}``.
-    """
-
-    def __init__(self, data_dir: str, ids: Sequence[str], cfg: Any, model: Any) -> None:
-        from evaluation.inference import keras_predictor
-
-        self.cfg = cfg
-        self.data_dir = data_dir
-        self.ids = tuple(ids)
-        vols = load_labeled(data_dir, ids, "validation")  # fail early on unlabeled volumes
-        self.first = vols[0]
-        fg = (self.first.label > 0).sum(axis=(1, 2))  # (D,)
-        self.pick = np.sort(np.argsort(-fg)[:3])  # the 3 slices with the most foreground
-        self.predictor = keras_predictor(model)
-
-    def __call__(self, step: int) -> dict[str, Any]:
-        from evaluation.inference import evaluate_volumes
-
-        res = evaluate_volumes(self.predictor, self.data_dir, self.ids, self.cfg)
-        out: dict[str, Any] = {"val_dice": res.mean_dice}
-        with np.errstate(all="ignore"):
-            per_struct = np.nanmean(res.dice[:, 1:], axis=0)  # (C-1,)
-        for name, value in zip(self.cfg.struct_names, per_struct):
-            out[f"val_dice_{name}"] = float(value)
-        vol = self.first
-        probs = self.predictor(vol.image[self.pick][..., None])  # (3, H, W, C), inference BN
-        out["images"] = loop_lib.overlay_images(vol.image[self.pick], vol.label[self.pick],
-                                                np.argmax(probs, -1), self.cfg.num_classes)
-        return out
 
 
 def read_workdir_config(path: str | os.PathLike) -> dict:
