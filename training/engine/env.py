@@ -33,7 +33,7 @@ class StageEnv:
     workdir: Path
     out_dir: Path  # = workdir on the chief, a temp dir on other workers
     is_chief: bool
-    jit: bool
+    xla: strat.XlaPlan
     replicas: int
 
     def writers(self) -> tuple[Any, Any]:
@@ -88,7 +88,8 @@ def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, 
     loop_lib.write_or_check_config(out_dir, record, tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys),
                                    is_chief=True)
     return StageEnv(conf=conf, cfg=cfg, split=split, strategy=strategy, workdir=workdir,
-                    out_dir=out_dir, is_chief=chief, jit=strat.resolve_jit(conf.jit_compile),
+                    out_dir=out_dir, is_chief=chief,
+                    xla=strat.xla_plan(conf.jit_compile, int(strategy.num_replicas_in_sync)),
                     replicas=int(strategy.num_replicas_in_sync))
 
 

@@ -173,7 +173,7 @@ def run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
         task.initialize()
     metrics = loop_lib.MetricsLog(env.out_dir / "metrics.json", int(state.step.numpy()))
     run = StageRun(env=env, state=state, optimizer=optimizer, checkpointer=checkpointer, metrics=metrics)
-    step_fn = steps.make_train_step(strategy, task.compute_fn(), variables, optimizer, jit_compile=env.jit,
+    step_fn = steps.make_train_step(strategy, task.compute_fn(), variables, optimizer, jit_compile=env.xla.whole_step,
                                     state_variables=task.state_variables())
     validator = Validator(conf.data_dir, env.split.val, env.cfg, task.unet) if task.validates else None
     writers = env.writers()

@@ -11,10 +11,8 @@ once, and one step on R replicas with batches b1..bR equals one step on one repl
 ``strategy.run``, computes gradients, skips the update (NaN guard) when the loss or any gradient is
 non-finite on any replica, and otherwise applies Adam.
 
-XLA: on a single device the whole step is compiled when ``jit_compile`` is on. Under a multi-replica
-strategy XLA cannot compile functions that touch mirrored variables (DESIGN.md, measured), so there
-only the variable-free loss functions are compiled (``jit_loss``). The contrastive losses are always
-compiled (``jit_compile=True`` in every mode): they are pure functions of tensors.
+XLA: what is compiled is decided once, by :func:`training.engine.strategy.xla_plan` (the whole step
+on a single replica; only the loss functions, ``jit_loss``, under several replicas).
 """
 from __future__ import annotations
 
@@ -186,8 +184,9 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
         finite = strategy.experimental_local_results(finite)[0]
         return loss, metrics, finite
 
-    whole_jit = bool(jit_compile) and replicas == 1
-    return tf.function(step, jit_compile=whole_jit or None)
+    if jit_compile and replicas > 1:
+        raise ValueError("XLA cannot compile a whole step over mirrored variables (see strategy.xla_plan)")
+    return tf.function(step, jit_compile=bool(jit_compile) or None)
 
 
 def maybe_jit(fn: Callable, jit_compile: bool) -> Callable:

@@ -116,7 +116,7 @@ class JointTask(Task):
         seg_loss = functools.partial(segmentation_loss, dsc_loss=self.conf.dsc_loss,
                                      class_weights=self.cfg.class_weights)
         return steps.joint_compute(self.two_out, self.models["h"], seg_loss, _plc_per_unit(self.conf),
-                                   self.conf.lamda_local, jit_loss=self.env.jit and self.env.replicas > 1)
+                                   self.conf.lamda_local, jit_loss=self.env.xla.seg_losses)
 
     def skip_fn(self):
         strategy = self.env.strategy

@@ -136,8 +136,7 @@ class PretrainTask(Task):
                 region_size=conf.local_reg_size,
                 num_negatives=conf.no_of_neg_local_regions if exp_no == 0 else None,
                 temperature=conf.temp_fac, projection=self.projection)
-            # The projection's variables cannot sit inside an XLA function under several replicas.
-            jit_loss = self.projection is None or self.env.replicas == 1
+            jit_loss = self.projection is None or self.env.xla.losses_with_variables
         return steps.contrastive_compute(self.backbone, self.models["head"], loss, f"{conf.stage}_loss",
                                          jit_loss=jit_loss)
 

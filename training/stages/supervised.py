@@ -79,7 +79,7 @@ class SupervisedTask(Task):
     def compute_fn(self) -> steps.ComputeFn:
         seg_loss = functools.partial(segmentation_loss, dsc_loss=self.conf.dsc_loss,
                                      class_weights=self.cfg.class_weights)
-        return steps.seg_compute(self.unet, seg_loss, jit_loss=self.env.jit and self.env.replicas > 1)
+        return steps.seg_compute(self.unet, seg_loss, jit_loss=self.env.xla.seg_losses)
 
     def dataset_fn(self, start_step: int):
         conf, cfg = self.conf, self.cfg
