@@ -74,6 +74,7 @@ class Task:
 
     shape_keys: tuple[str, ...] = ()
     validates: bool = True
+    models: dict[str, keras.Model]  # set by the runner from build()
 
     def __init__(self, conf: StageConfig, env: StageEnv) -> None:
         self.conf = conf

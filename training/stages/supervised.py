@@ -61,6 +61,7 @@ class SupervisedTask(Task):
 
     def build(self) -> dict[str, Any]:
         self.labeled = load_labeled(self.conf.data_dir, self.env.split.labeled, "labeled")
+        self.copied: list[str] = []  # layers copied from --init_from (fresh start only)
         return {"model": build_unet(self.cfg.num_classes, tuple(self.cfg.image_size))}
 
     def trainable_variables(self) -> list:
@@ -71,7 +72,6 @@ class SupervisedTask(Task):
         return self.conf.lr_seg
 
     def initialize(self) -> None:
-        self.copied: list[str] = []
         if self.conf.init_from:
             self.copied = init_from_workdir(self.unet, self.conf.init_from, self.cfg.num_classes)
             loop_lib.log(f"[{self.conf.stage}] initialized {len(self.copied)} layers from {self.conf.init_from}")
@@ -96,8 +96,7 @@ class SupervisedTask(Task):
         return dataset_fn
 
     def summary(self, run: StageRun) -> dict[str, Any]:
-        copied = getattr(self, "copied", None)
-        return {**run.result, "transferred_layers": len(copied) if copied else None}
+        return {**run.result, "transferred_layers": len(self.copied) if self.copied else None}
 
 
 def run_supervised(conf: SelfTrainConfig) -> dict[str, Any]:
