@@ -31,7 +31,9 @@ from common.errors import InputError
 
 
 def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of every class ``0..num_classes-1`` over the whole volume.
+    """Hard Dice of every class ``0..num_classes-1`` over the whole volume, on label maps.
+
+    The soft training Dice on logits is :func:`losses.segmentation.soft_dice_per_class`.
 
     Args:
         gt: integer ground-truth labels, any shape.

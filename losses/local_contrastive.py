@@ -193,7 +193,8 @@ def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 
         partner_neg = tf.gather(partners, neg_u, axis=2)  # (3, A, R, K, d)
         own_neg = tf.broadcast_to(own_neg, tf.shape(partner_neg))  # (3, A, R, K, d)
         negatives = tf.concat([own_neg, partner_neg], axis=3)  # (3, A, R, 2K, d)
-        terms = _region_terms(tf.broadcast_to(anchor, tf.shape(positive)), positive, negatives, temperature)  # (3, A, R)
+        anchor = tf.broadcast_to(anchor, tf.shape(positive))  # (3, A, R, d)
+        terms = _region_terms(anchor, positive, negatives, temperature)  # (3, A, R)
         per_unit = tf.reduce_sum(terms, axis=[0, 2]) / (2.0 * r)  # (A,)
     return reduce_per_unit(per_unit, reduction)  # (U,) or scalar
 
