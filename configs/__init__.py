@@ -19,7 +19,7 @@ _MODULES: dict[str, ModuleType] = {
     "synthetic": synthetic,
 }
 
-__all__ = ["DATASETS", "DatasetConfig", "Split", "SplitTable", "get_config", "get_split", "get_split_table"]
+__all__ = ["DATASETS", "DatasetConfig", "Split", "SplitTable", "get_config", "get_split"]
 
 
 def _module(dataset: str) -> ModuleType:
@@ -31,11 +31,6 @@ def _module(dataset: str) -> ModuleType:
 def get_config(dataset: str) -> DatasetConfig:
     """Configuration of ``dataset`` (one of :data:`DATASETS`); unknown names raise ``InputError``."""
     return _module(dataset).CONFIG
-
-
-def get_split_table(dataset: str) -> SplitTable:
-    """All split lists of ``dataset`` as a :class:`SplitTable`."""
-    return _module(dataset).SPLITS
 
 
 def get_split(dataset: str, no_of_tr_imgs: str, comb_tr_imgs: str) -> Split:

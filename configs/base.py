@@ -29,9 +29,6 @@ class DatasetConfig:
             segmentation part of the joint PLC batch (§3.4.2 step 7).
         crf_params: dense-CRF parameters ``(a_sxy, a_srgb, a_w1, g_sxy, g_w2, n_iter)`` (§4.3).
         unlabeled_pool: ``(no_of_tr_imgs, comb_tr_imgs)`` whose labeled list is the unlabeled pool.
-        val_every: validation period in iterations (``val_step_update``).
-        batch_size: labeled batch size of supervised training (``mtask_bs``).
-        batch_size_ft: default contrastive batch size (``batch_size_ft``).
         raw_layout: name of the raw reader used by ``data.preprocess`` (``acdc``, ``prostate_md``,
             ``mmwhs``).
     """
@@ -45,9 +42,6 @@ class DatasetConfig:
     min_seg_classes: int
     crf_params: tuple[float, float, float, float, float, int]
     unlabeled_pool: tuple[str, str]
-    val_every: int = 50
-    batch_size: int = 20
-    batch_size_ft: int = 10
     raw_layout: str = ""
 
     def __post_init__(self) -> None:

@@ -108,7 +108,6 @@ def assemble_contrastive_batch(
     unlabeled_imgs: np.ndarray,
     unlabeled_lbls: np.ndarray,
     num_classes: int,
-    rng: Optional[np.random.Generator] = None,
     inter_image: bool = True,
     bt_size: int = CONTRASTIVE_BT_SIZE,
 ) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -134,8 +133,6 @@ def assemble_contrastive_batch(
         unlabeled_imgs: ``(N_u, H, W)`` candidate unlabeled slices.
         unlabeled_lbls: ``(N_u, H, W)`` their integer pseudo-labels.
         num_classes: C, including background.
-        rng: unused (the selection is deterministic given the candidates); accepted so that every
-            host sampler of the joint step has the same signature.
         inter_image: True for the inter table, False for the intra layout.
         bt_size: number of pairs; only 10 is supported (the table is hard-coded, §9.3.4).
 
@@ -147,7 +144,6 @@ def assemble_contrastive_batch(
     Raises:
         InputError: ``bt_size != 10`` or inconsistent shapes.
     """
-    del rng
     if bt_size != CONTRASTIVE_BT_SIZE:
         raise InputError(
             f"--bt_size must be {CONTRASTIVE_BT_SIZE} for the pseudo-label contrastive loss: the pairing table of the "

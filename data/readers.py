@@ -69,7 +69,6 @@ class RawVolume:
         header: image header.
         label_affine: (4, 4) affine of the label file (``None`` without label).
         label_header: header of the label file (``None`` without label).
-        source: the :class:`VolumeSource` it was read from.
     """
 
     id: str
@@ -80,7 +79,6 @@ class RawVolume:
     header: nib.Nifti1Header
     label_affine: np.ndarray | None
     label_header: nib.Nifti1Header | None
-    source: VolumeSource
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,4 +288,4 @@ def read_volume(source: VolumeSource, num_classes: int) -> RawVolume:
             raise InputError(f"{lab.path}: label values outside 0..{num_classes - 1}")
         label_affine, label_header = lab.affine, lab.header
     return RawVolume(id=source.id, image=image, label=label, spacing=img.spacing, affine=img.affine,
-                     header=img.header, label_affine=label_affine, label_header=label_header, source=source)
+                     header=img.header, label_affine=label_affine, label_header=label_header)

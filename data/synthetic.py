@@ -397,8 +397,9 @@ if __name__ == "__main__":
     from absl import app, flags
 
     from common.cli import run_main
+    from configs.synthetic import NUM_PATIENTS
 
     flags.DEFINE_string("out_dir", None, "output directory (ACDC layout: training/patientXXX/...)")
-    flags.DEFINE_integer("num_patients", 40, "number of patients")
+    flags.DEFINE_integer("num_patients", NUM_PATIENTS, "number of patients (the synthetic splits use 001..040)")
     flags.DEFINE_integer("seed", 0, "random seed (patient i depends only on (seed, i))")
     app.run(run_main(main))

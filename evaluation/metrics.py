@@ -11,11 +11,18 @@ Definitions (A = ground-truth voxels of a class, B = predicted voxels of that cl
   ``medpy.metric.binary``. Directed distances ``d(S(A) -> S(B))`` are the Euclidean distances (in mm
   with ``spacing``) from each voxel of S(A) to the nearest voxel of S(B), by
   ``scipy.ndimage.distance_transform_edt(~S(B), sampling=spacing)``.
-* HD95 = 95th percentile (linear interpolation, ``numpy.percentile``) of the union of both directed
-  sets, as ``medpy.metric.binary.hd95`` and MONAI's ``percentile=95``.
+* HD95 (default ``method="pooled"``) = 95th percentile (linear interpolation, ``numpy.percentile``)
+  of the two directed sets pooled into one (concatenated, duplicates kept),
+  ``P95(d(S(A)->S(B)) ⊎ d(S(B)->S(A)))``, as ``medpy.metric.binary.hd95``. This is NOT MONAI's
+  definition: MONAI's ``HausdorffDistanceMetric(percentile=95)`` takes the larger of the two
+  directed 95th percentiles, ``max(P95(d(S(A)->S(B))), P95(d(S(B)->S(A))))``; that reduction of the
+  same directed sets is offered as ``method="max_directed"``.
+  The two agree when both directed sets have the same distribution (e.g. parallel planes) and
+  differ otherwise, e.g. for a small structure against a large one, where the pooled set is
+  dominated by the larger surface.
 * ASSD = mean of both directed sets concatenated, as ``medpy.metric.binary.assd``.
 * Empty masks: both empty -> NaN (no surface to compare; excluded from means);
-  exactly one empty -> ``inf`` (the distance to an empty set is unbounded; MONAI also returns inf).
+  exactly one empty -> ``inf`` (the distance to an empty set is unbounded).
   Reports average the finite values only and give their count, so missed structures stay visible
   (their Dice is 0).
 """
@@ -31,7 +38,9 @@ from common.errors import InputError
 
 
 def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of every class ``0..num_classes-1`` over the whole volume.
+    """Hard Dice of every class ``0..num_classes-1`` over the whole volume, on label maps.
+
+    The soft training Dice on logits is :func:`losses.segmentation.soft_dice_per_class`.
 
     Args:
         gt: integer ground-truth labels, any shape.
@@ -136,22 +145,44 @@ def _symmetric_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] 
     return np.concatenate([d_ab, d_ba])
 
 
+HD95_METHODS = ("pooled", "max_directed")
+
+
+def _hd95_of(d_ab: np.ndarray, d_ba: np.ndarray, method: str) -> float:
+    """HD95 of two non-empty directed distance sets by ``method`` (see the module doc)."""
+    if method == "pooled":
+        return float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+    return float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))  # max_directed
+
+
 def hd95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
-         connectivity: int = 1) -> float:
+         connectivity: int = 1, method: str = "pooled") -> float:
     """95th-percentile symmetric Hausdorff distance between two binary masks.
 
-    HD95 = percentile_95(d(S(a)->S(b)) ∪ d(S(b)->S(a))). Both empty -> NaN, one empty -> inf.
+    ``method="pooled"`` (default, as medpy): ``P95(d(S(a)->S(b)) ∪ d(S(b)->S(a)))``;
+    ``method="max_directed"`` (as MONAI): ``max(P95(d(S(a)->S(b))), P95(d(S(b)->S(a))))``.
+    Both empty -> NaN, one empty -> inf (either method).
 
     Args:
         a, b: binary masks of equal shape.
         spacing: voxel size per axis (mm); ``None`` gives voxel units.
         connectivity: surface connectivity (1 = faces, as medpy's default).
+        method: ``"pooled"`` or ``"max_directed"``.
 
     Returns:
         The distance in the units of ``spacing``.
+
+    Raises:
+        InputError: unknown ``method``.
     """
-    both = _symmetric_distances(a, b, spacing, connectivity)
-    return both if isinstance(both, float) else float(np.percentile(both, 95))
+    if method not in HD95_METHODS:
+        raise InputError(f"HD95 method must be one of {', '.join(HD95_METHODS)}, got {method!r}")
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    rule = _empty_rule(a, b)
+    if rule is not None:
+        return rule
+    return _hd95_of(*surface_distances(a, b, spacing, connectivity), method)
 
 
 def assd(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
@@ -224,11 +255,9 @@ def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: 
                 hd_mm[c] = as_mm[c] = hd_vox[c] = rule
                 continue
             d_ab, d_ba = surface_distances(a, b, spacing)
-            both = np.concatenate([d_ab, d_ba])
-            hd_mm[c] = np.percentile(both, 95)
-            as_mm[c] = both.mean()
-            d_ab, d_ba = surface_distances(a, b, None)
-            hd_vox[c] = np.percentile(np.concatenate([d_ab, d_ba]), 95)
+            hd_mm[c] = _hd95_of(d_ab, d_ba, "pooled")
+            as_mm[c] = np.concatenate([d_ab, d_ba]).mean()
+            hd_vox[c] = _hd95_of(*surface_distances(a, b, None), "pooled")
     return VolumeMetrics(dice=dice, hd95_mm=hd_mm, assd_mm=as_mm, hd95_vox=hd_vox)
 
 

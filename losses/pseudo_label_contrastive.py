@@ -8,19 +8,21 @@ image pairs, the anchors and their validity mask) are selected on the host by
 Notation: 2B images, rows ``[0, B)`` are the first images of the pairs and rows ``[B, 2B)`` the
 second images (pair k = rows k and B + k); C classes with background 0; F = {1..C-1}; P anchors per
 class and image; ``s(u, v) = cos(u, v) / tau``; E = embedding channels.
+
+The terms are the masked InfoNCE of :mod:`losses.info_nce`, but written as log-sum-exp over a
+masked denominator minus the positive logit (:func:`losses.info_nce.masked_logsumexp`) rather than
+through :func:`losses.info_nce.info_nce`: here the denominator is the set of present prototypes,
+which already holds the positive's own prototype (a softmax over prototypes, not "positive plus
+negatives"), and the inter-image variant shares one denominator between an anchor's own- and
+cross-image positives, so it is computed once.
 """
 from __future__ import annotations
-
 
 import tensorflow as tf
 
 from common.errors import InputError
+from losses.info_nce import masked_logsumexp, similarity_logits, unit_vectors
 from losses.reduction import check_reduction
-
-
-# Finite stand-in for -inf in the masked log-sum-exp: exp(_MASKED - max) underflows to exactly 0,
-# while every value and gradient stays finite even when a whole row is masked.
-_MASKED_LOGIT = -1e9
 
 
 def pseudo_label_local_contrastive_loss(
@@ -116,7 +118,7 @@ def pseudo_label_local_contrastive_loss(
     protos = sums / safe_counts[..., None]  # (2B, C-1, E); zero where absent
     if stop_gradient_prototypes:
         protos = tf.stop_gradient(protos)
-    protos = tf.math.l2_normalize(protos, axis=-1)  # (2B, C-1, E)
+    protos = unit_vectors(protos)  # (2B, C-1, E)
     # Prototypes of the other image of each pair: row n <-> row (n + B) mod 2B.
     partner_protos = tf.roll(protos, shift=num_pairs, axis=0)  # (2B, C-1, E)
     partner_present = tf.roll(present, shift=num_pairs, axis=0)  # (2B, C-1)
@@ -124,21 +126,20 @@ def pseudo_label_local_contrastive_loss(
     # Anchor embeddings; invalid anchors read pixel (0, 0) so that no gather goes out of range.
     safe_yx = tf.where(anchor_valid[..., None], anchor_yx, tf.zeros_like(anchor_yx))  # (2B, C-1, P, 2)
     anchors = tf.gather_nd(embeddings, safe_yx, batch_dims=1)  # (2B, C-1, P, E)
-    anchors = tf.math.l2_normalize(anchors, axis=-1)  # (2B, C-1, P, E)
+    anchors = unit_vectors(anchors)  # (2B, C-1, P, E)
 
-    inv_tau = tf.cast(1.0 / temperature, dtype)
-    sim_own = tf.einsum("ncpe,nke->ncpk", anchors, protos) * inv_tau  # (2B, C-1, P, C-1)
-    pos_own = tf.einsum("ncpe,nce->ncp", anchors, protos) * inv_tau  # (2B, C-1, P): s(z_u, mu_c^own)
+    sim_own = similarity_logits("ncpe,nke->ncpk", anchors, protos, temperature)  # (2B, C-1, P, C-1)
+    pos_own = similarity_logits("ncpe,nce->ncp", anchors, protos, temperature)  # (2B, C-1, P): s(z_u, mu_c^own)
     den_logits = sim_own  # (2B, C-1, P, K) with K = C-1 (intra) or 2(C-1) (inter)
     den_mask = present[:, None, None, :]  # (2B, 1, 1, K)
     if inter_image:
-        sim_cross = tf.einsum("ncpe,nke->ncpk", anchors, partner_protos) * inv_tau  # (2B, C-1, P, C-1)
-        pos_cross = tf.einsum("ncpe,nce->ncp", anchors, partner_protos) * inv_tau  # (2B, C-1, P)
+        sim_cross = similarity_logits("ncpe,nke->ncpk", anchors, partner_protos, temperature)  # (2B, C-1, P, C-1)
+        pos_cross = similarity_logits("ncpe,nce->ncp", anchors, partner_protos, temperature)  # (2B, C-1, P)
         den_logits = tf.concat([sim_own, sim_cross], axis=-1)  # (2B, C-1, P, 2(C-1))
         den_mask = tf.concat([present, partner_present], axis=-1)[:, None, None, :]  # (2B, 1, 1, 2(C-1))
-    den_mask = tf.broadcast_to(den_mask, tf.shape(den_logits))  # (2B, C-1, P, K)
-    masked = tf.where(den_mask, den_logits, tf.constant(_MASKED_LOGIT, dtype))  # (2B, C-1, P, K)
-    log_den = tf.reduce_logsumexp(masked, axis=-1)  # (2B, C-1, P)
+    # One denominator per anchor, shared by its own- and cross-image terms; a row with no prototype
+    # present is finite and its terms are discarded below.
+    log_den = masked_logsumexp(den_logits, den_mask)  # (2B, C-1, P)
 
     zero = tf.zeros_like(log_den)  # (2B, C-1, P)
     valid_own = tf.logical_and(anchor_valid, present[:, :, None])  # (2B, C-1, P)

@@ -115,7 +115,7 @@ def test_scale_matches_skimage_rescale_and_crop_or_pad(scale):
 
 def test_flip_is_exact():
     img = _smooth_image(3)[0]
-    tr = A.fliplr_transforms(tf.constant([True, False]), H, W)
+    tr = A.fliplr_transforms(tf.constant([True, False]), W)
     x = tf.constant(np.stack([img, img])[..., None])
     out = A.apply_transforms(x, tr, "BILINEAR").numpy()[..., 0]
     np.testing.assert_array_equal(out[0], np.fliplr(img))

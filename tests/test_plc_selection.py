@@ -87,7 +87,7 @@ def test_assemble_inter_pairing_table():
     l_full, u_full = [1, 2, 4, 7, 8, 9], [0, 3, 5, 6, 10, 11]
     limgs, llbls = _candidates(12, l_full)
     uimgs, ulbls = _candidates(12, u_full, start=100)
-    out = assemble_contrastive_batch(limgs, llbls, uimgs, ulbls, 4, np.random.default_rng(0))
+    out = assemble_contrastive_batch(limgs, llbls, uimgs, ulbls, 4)
     assert out is not None
     imgs, lbls = out
     assert imgs.shape == (20, 8, 8) and lbls.shape == (20, 8, 8)

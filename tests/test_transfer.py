@@ -111,14 +111,3 @@ def test_load_unet_errors(tmp_path):
     bad.write_text("x")
     with pytest.raises(InputError, match="weights.h5"):
         load_unet(str(bad), num_classes=2)
-
-
-def test_trainable_variables_with_prefix():
-    from models.transfer import trainable_variables_with_prefix
-    model = _small(3)
-    names = [v.path for v in trainable_variables_with_prefix(model, ("enc_", "reg_"))]
-    assert names == ["enc_a_conv/kernel", "enc_a_conv/bias", "enc_a_bn/gamma", "enc_a_bn/beta",
-                     "reg_d/kernel", "reg_d/bias"]
-    unet = build_unet(2, (32, 32))
-    n = sum(int(np.prod(v.shape)) for v in trainable_variables_with_prefix(unet, "enc_"))
-    assert n == 885_552
