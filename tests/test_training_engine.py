@@ -137,7 +137,7 @@ def test_resolve_jit_and_overlays():
     img = np.random.default_rng(0).random((2, 5, 6)).astype("f4")
     lab = np.zeros((2, 5, 6), int)
     lab[:, 2:4, 2:4] = 2
-    out = summaries.overlay_images(img, lab, lab, 4)
+    out = summaries.overlay_images(img, lab, lab)
     assert out.shape == (2, 5, 18, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[:, :, 6:12], out[:, :, 12:18])  # GT panel == prediction panel
 

@@ -21,6 +21,8 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from models.transfer import iter_layers
+
 ComputeFn = Callable[[Any, int], tuple[tf.Tensor, dict[str, tf.Tensor]]]
 
 ADAM_EPSILON = 1e-8  # TF1 AdamOptimizer default (ORIGINAL_SPEC §2.4)
@@ -73,7 +75,7 @@ def variables_of(models: list[keras.Model], exclude_prefixes: tuple[str, ...] = 
     for model in models:
         if model is None:
             continue
-        for layer in _leaf_layers(model):
+        for layer in iter_layers(model):
             if layer.name.startswith(tuple(exclude_prefixes)) and exclude_prefixes:
                 continue
             for v in layer.trainable_weights:
@@ -81,14 +83,6 @@ def variables_of(models: list[keras.Model], exclude_prefixes: tuple[str, ...] = 
                     seen.add(id(v))
                     out.append(v)
     return out
-
-
-def _leaf_layers(model: keras.layers.Layer):
-    for layer in getattr(model, "layers", []):
-        if getattr(layer, "layers", None):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def scale_units(per_unit: tf.Tensor, num_replicas: int) -> tf.Tensor:

@@ -37,8 +37,7 @@ def images(name: str, batch: np.ndarray, step: int, max_outputs: int = 4) -> Non
     tf.summary.write(name, tensor, step=int(step), metadata=_IMAGE_META)
 
 
-def overlay_images(images: np.ndarray, labels: np.ndarray, preds: np.ndarray,
-                   num_classes: int) -> np.ndarray:
+def overlay_images(images: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """``(N,H,W)`` image, GT, prediction -> ``(N, H, 3W, 3)`` uint8 panels [image | GT | pred].
 
     Labels are drawn with a fixed colour per class over the grey image.

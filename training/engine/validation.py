@@ -41,6 +41,5 @@ class Validator:
             out[f"val_dice_{name}"] = float(value)
         vol = self.first
         probs = self.predictor(vol.image[self.pick][..., None])  # (3, H, W, C), inference BN
-        out["images"] = overlay_images(vol.image[self.pick], vol.label[self.pick],
-                                                np.argmax(probs, -1), self.cfg.num_classes)
+        out["images"] = overlay_images(vol.image[self.pick], vol.label[self.pick], np.argmax(probs, -1))
         return out

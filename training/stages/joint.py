@@ -60,6 +60,8 @@ def _plc_per_unit(conf: SelfTrainConfig):
     base = plc_loss_fn(conf)
     if conf.replicate_plc_loss_weighting:
         def fn(emb, y, yx, valid, reduction="none"):
+            if reduction != "none":
+                raise ValueError("the per-unit PLC loss only has reduction='none'")
             return tf.reshape(base(emb, y, yx, valid, reduction="mean"), [1])  # (1,)
         return fn
     return base
