@@ -7,8 +7,6 @@ by the scripts from their flags; library code never reads absl FLAGS.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,6 +18,7 @@ from data import store
 from common.errors import InputError
 from training.engine import loop as loop_lib
 from training.engine import strategy as strat
+import workdir as wdir
 
 
 class StageConfig(dict):
@@ -103,8 +102,8 @@ def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, 
     workdir = Path(conf.workdir)
     out_dir = strat.output_dir(workdir, strategy)
     out_dir.mkdir(parents=True, exist_ok=True)
-    loop_lib.write_or_check_config(out_dir, dict(conf), tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys),
-                                   is_chief=True)
+    wdir.write_or_check_config(out_dir, dict(conf), tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys),
+                               is_chief=True)
     return StageEnv(conf=conf, cfg=cfg, split=split, strategy=strategy, workdir=workdir,
                     out_dir=out_dir, is_chief=chief, jit=strat.resolve_jit(conf.get("jit_compile", "auto")),
                     replicas=int(strategy.num_replicas_in_sync))
@@ -181,20 +180,7 @@ class Validator:
         return out
 
 
-def read_workdir_config(path: str | os.PathLike) -> dict:
-    """``config.json`` of a stage workdir (``InputError`` if missing)."""
-    p = Path(path) / "config.json"
-    if not p.is_file():
-        raise InputError(f"--init_from={path}: no config.json (not a stage workdir)")
-    try:
-        return json.loads(p.read_text())
-    except ValueError as exc:
-        raise InputError(f"{p}: invalid JSON ({exc})") from None
-
-
 def write_summary(env: StageEnv, summary: dict) -> None:
     """``W/summary.json``: what the stage did (final step, skips, best validation Dice, timings)."""
     if env.is_chief:
-        from common.atomic import atomic_write_json
-
-        atomic_write_json(env.out_dir / "summary.json", loop_lib._num(summary))
+        wdir.write_summary(env.out_dir, summary)

@@ -31,7 +31,6 @@ from data.plc_selection import CONTRASTIVE_BT_SIZE
 from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
 from losses.segmentation import segmentation_loss
 from models.heads import build_h
-from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import build_unet
 from training.engine import checkpoint as ck
@@ -40,6 +39,7 @@ from data import joint_sampler as joint_data
 from training.engine import loop as loop_lib
 from training.engine import steps
 from training.stages.pseudolabel import load_kept, make_pseudo_labels, round_dir
+import workdir as wdir
 
 SHAPE_KEYS = ("bt_size", "no_of_pos_eles", "local_loss_exp_no", "n_iter_per_round", "rounds", "batch_size")
 
@@ -105,7 +105,7 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
     resumed = checkpointer.restore_latest()
     baseline = None
     if not resumed:
-        baseline = load_unet(conf.init_from, num_classes=cfg.num_classes)
+        baseline = wdir.load_unet(conf.init_from, num_classes=cfg.num_classes)
         copied = transfer_weights(baseline, unet, ("enc_", "dec_"))
         loop_lib.log(f"[joint] initialized {len(copied)} encoder/decoder layers from {conf.init_from}")
     else:
@@ -118,7 +118,7 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
     step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit,
                                     state_variables=unet.non_trainable_variables + h_head.non_trainable_variables)
     validator = common.Validator(conf.data_dir, env.split.val, cfg, unet)
-    metrics = loop_lib.MetricsLog(env.out_dir / "metrics.json", int(state.step.numpy()))
+    metrics = wdir.MetricsLog(env.out_dir, int(state.step.numpy()))
     writers = env.writers()
     n_per, rounds = int(conf.n_iter_per_round), int(conf.rounds)
     total = common.end_step(rounds * n_per, conf.get("max_steps"))
@@ -127,7 +127,7 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
     round_info = []
 
     def save_best(step: int, dice: float) -> None:
-        ck.save_best(unet, env.out_dir, step, dice)
+        wdir.save_best(unet, env.out_dir, step, dice)
         best_state.save(step)
 
     for r in range(rounds):
@@ -140,7 +140,8 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
         elif not (pl_dir / "manifest.json").exists():
             source = unet
             if r == 0:
-                source = baseline if baseline is not None else load_unet(conf.init_from, num_classes=cfg.num_classes)
+                source = baseline if baseline is not None else wdir.load_unet(conf.init_from,
+                                                                              num_classes=cfg.num_classes)
             t0 = time.time()
             make_pseudo_labels(source, conf, cfg, unlabeled, pl_dir)
             loop_lib.log(f"[joint] round {r}: pseudo-labels in {pl_dir} ({time.time() - t0:.0f}s)")
@@ -193,10 +194,10 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
             state.rounds_done.assign(r + 1)
 
     if env.is_chief:
-        ck.save_final(unet, env.out_dir)
+        wdir.save_final(unet, env.out_dir)
     # W/best holds the most recently saved best (the running best is reset at each round end), so
     # report what W/best holds rather than the running value.
-    best = ck.read_best(env.out_dir) if env.is_chief else None
+    best = wdir.read_best(env.out_dir) if env.is_chief else None
     summary = {"stage": "joint", "step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
                "nonfinite": int(state.nonfinite.numpy()),
                "best_val_dice": float(best["val_dice"]) if best else float(state.best.numpy()),

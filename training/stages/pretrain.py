@@ -9,7 +9,7 @@
   hard-coded 3 volumes x 4 partitions.
 
 Both write the full UNet (``W/final/model.weights.h5``, untrained parts at their random init) so
-that the fine-tuning stage loads it with ``models.io.load_unet`` and copies what it needs.
+that the fine-tuning stage loads it with ``workdir.load_unet`` and copies what it needs.
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ from common.errors import InputError
 from losses.global_contrastive import global_contrastive_loss
 from losses.local_contrastive import local_contrastive_loss
 from models.heads import build_g1, build_g2
-from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import DECODER_BLOCK_CHANNELS, DECODER_BLOCK_OUTPUTS, ENCODER_OUTPUT, build_unet, endpoints_model
 from training.engine import checkpoint as ck
 from training.engine import common
 from training.engine import loop as loop_lib
 from training.engine import steps
+import workdir as wdir
 
 GLOBAL_SHAPE_KEYS = ("global_loss_exp_no", "bt_size", "n_parts")
 LOCAL_SHAPE_KEYS = ("local_loss_exp_no", "no_of_decoder_blocks", "local_reg_size", "wgt_en",
@@ -107,7 +107,7 @@ def run_pretrain(conf: common.StageConfig) -> dict[str, Any]:
     resumed = checkpointer.restore_latest()
     if not resumed and stage == "local":
         if conf.get("init_from"):
-            copied = transfer_weights(load_unet(conf.init_from, num_classes=cfg.num_classes), unet, ("enc_",))
+            copied = transfer_weights(wdir.load_unet(conf.init_from, num_classes=cfg.num_classes), unet, ("enc_",))
             loop_lib.log(f"[local] encoder initialized from {conf.init_from} ({len(copied)} layers)")
         else:
             loop_lib.log("[local] no --init_from: the frozen encoder keeps its random initialization")
@@ -144,7 +144,7 @@ def run_pretrain(conf: common.StageConfig) -> dict[str, Any]:
     step_fn = steps.make_train_step(strategy, compute, variables, optimizer, jit_compile=env.jit,
                                     state_variables=unet.non_trainable_variables + head.non_trainable_variables)
     batches = common.distribute(strategy, dataset_fn)
-    metrics = loop_lib.MetricsLog(env.out_dir / "metrics.json", start)
+    metrics = wdir.MetricsLog(env.out_dir, start)
     total = common.end_step(conf.n_iter, conf.get("max_steps"))
     lcfg = loop_lib.LoopConfig(workdir=str(env.out_dir), end_step=total, val_every=0,
                                ckpt_every=int(conf.ckpt_every), log_every=int(conf.get("log_every", 10)),
@@ -153,7 +153,7 @@ def run_pretrain(conf: common.StageConfig) -> dict[str, Any]:
     last = metrics.data["train"][-1] if metrics.data["train"] else {}
     loop_lib.log(f"[{stage}] step {result['step']} loss {last.get('loss')}")
     if env.is_chief:
-        ck.save_final(unet, env.out_dir)
+        wdir.save_final(unet, env.out_dir)
     summary = {"stage": stage, **result, "final_loss": last.get("loss"), "seconds": time.time() - t_start,
                "replicas": env.replicas}
     common.write_summary(env, summary)

@@ -15,10 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.errors import InputError
-from models.io import load_unet
 from training.engine import common
 from training.engine import loop as loop_lib
 from pseudolabels.generate import MANIFEST, generate_pseudo_labels, load_pseudo_labels, read_manifest
+import workdir as wdir
 
 SHAPE_KEYS: tuple[str, ...] = ()
 
@@ -81,7 +81,7 @@ def run_pseudolabel(conf: common.StageConfig) -> dict[str, Any]:
     if not conf.get("init_from"):
         raise InputError("--init_from is required for --stage pseudolabel (a baseline workdir)")
     env = common.prepare(conf, SHAPE_KEYS)
-    unet = load_unet(conf.init_from, num_classes=env.cfg.num_classes)
+    unet = wdir.load_unet(conf.init_from, num_classes=env.cfg.num_classes)
     from data import store
 
     volumes = store.load_volumes(conf.data_dir, env.split.unlabeled)
