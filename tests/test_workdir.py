@@ -83,6 +83,17 @@ def test_typed_hand_offs_and_their_defaults(tmp_path):
     assert W.num_classes_of(local, dataset="prostate_md") == 4  # a recorded num_classes wins
 
 
+def test_fine_tuning_copies_the_default_decoder_blocks(tmp_path):
+    from models.unet import decoder_block_prefixes
+    from training.stages.supervised import transfer_prefixes
+
+    old = _config(tmp_path / "old", stage="local", dataset="synthetic")  # no no_of_decoder_blocks recorded
+    assert transfer_prefixes(str(old)) == ("enc_",) + decoder_block_prefixes(3)
+    assert transfer_prefixes(str(_config(tmp_path / "g", stage="global"))) == ("enc_",)
+    with pytest.raises(InputError, match="stage 'pseudolabel' cannot initialize"):
+        transfer_prefixes(str(_config(tmp_path / "p", stage="pseudolabel")))
+
+
 def test_typed_hand_off_errors(tmp_path):
     bad = _config(tmp_path / "bad", no_of_decoder_blocks=7, dataset="mine")
     with pytest.raises(InputError, match=r"config\.json: no 'stage'"):
