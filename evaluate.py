@@ -48,8 +48,7 @@ def main(argv: list[str]) -> None:
         raise InputError(f"--workdir={FLAGS.workdir}: directory not found")
     if not os.path.exists(model_path) and not os.path.isfile(model_path + ".index"):
         raise InputError(f"--model={model_path}: no such file or directory")
-    from evaluation.inference import (config_value, find_workdir, is_saved_model, load_model_and_dataset,
-                                      workdir_config)
+    from workdir import find_workdir, is_saved_model, load_model, run_info
 
     if FLAGS.export_dir and is_saved_model(model_path):  # refuse before a long evaluation
         raise InputError(f"--export_dir: --model={model_path} is already a SavedModel")
@@ -59,16 +58,16 @@ def main(argv: list[str]) -> None:
     from evaluation.evaluator import run_evaluation
     from evaluation.export import data_n4, export_saved_model, metadata_for
 
-    config = workdir_config(FLAGS.workdir or model_path)
-    model, dataset = load_model_and_dataset(model_path, FLAGS.dataset or config_value(config, "dataset"))
+    info = run_info(FLAGS.workdir or model_path)
+    model, dataset = load_model(model_path, FLAGS.dataset or info.dataset)
     if dataset is None:
         raise InputError("--dataset: unknown for this model (no workdir config.json); pass --dataset")
     cfg = configs.get_config(str(dataset))
-    data_dir = FLAGS.data_dir or config_value(config, "data_dir")
+    data_dir = FLAGS.data_dir or info.data_dir
     if not data_dir:
         raise InputError("--data_dir: not given and not recorded in the workdir config.json")
-    no_tr = FLAGS.no_of_tr_imgs or config_value(config, "no_of_tr_imgs") or "tr1"
-    comb = FLAGS.comb_tr_imgs or config_value(config, "comb_tr_imgs") or "c1"
+    no_tr = FLAGS.no_of_tr_imgs or info.no_of_tr_imgs or "tr1"
+    comb = FLAGS.comb_tr_imgs or info.comb_tr_imgs or "c1"
     split = configs.get_split(cfg.name, str(no_tr), str(comb))
     ids = list(FLAGS.ids) if FLAGS.ids else list(split.val if FLAGS.split == "val" else split.test)
     found = find_workdir(model_path)

@@ -11,9 +11,7 @@ Examples:
 """
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 from absl import app, flags
 
@@ -33,15 +31,12 @@ flags.DEFINE_integer("channel", None, "Channel of a 4-D input to segment (e.g. 0
 
 def _training_n4(model_path: str) -> bool:
     """Whether the model's training data was N4-corrected (workdir config data_dir or SavedModel metadata)."""
-    from evaluation.export import METADATA_PATH, data_n4, latest_version
-    from evaluation.inference import config_value, is_saved_model, workdir_config
+    from evaluation.export import data_n4
+    from workdir import is_saved_model, run_info, saved_model_metadata
 
-    p = Path(model_path)
-    if is_saved_model(p):
-        version = p if (p / "saved_model.pb").is_file() else latest_version(p)
-        meta_path = version / METADATA_PATH
-        return bool(json.loads(meta_path.read_text()).get("n4", False)) if meta_path.is_file() else False
-    return data_n4(config_value(workdir_config(p), "data_dir"))
+    if is_saved_model(model_path):
+        return bool(saved_model_metadata(model_path).get("n4", False))
+    return data_n4(run_info(model_path).data_dir)
 
 
 def main(argv: list[str]) -> None:
@@ -52,11 +47,12 @@ def main(argv: list[str]) -> None:
         if not getattr(FLAGS, name):
             raise InputError(f"--{name} is required")
     import configs
-    from evaluation.inference import as_predictor, load_model_and_dataset
+    from evaluation.inference import as_predictor
+    from workdir import load_model
     from evaluation.segment import plan_outputs, segment_file
 
     jobs = plan_outputs(FLAGS.input, FLAGS.output)
-    model, dataset = load_model_and_dataset(FLAGS.model, FLAGS.dataset)
+    model, dataset = load_model(FLAGS.model, FLAGS.dataset)
     if dataset is None:
         raise InputError("--dataset: unknown for this model (no config.json or metadata); pass --dataset")
     cfg = configs.get_config(str(dataset))

@@ -16,7 +16,6 @@ name of the workdir's parent folder.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -28,9 +27,9 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.errors import InputError
-from evaluation.inference import config_value
 from evaluation.metrics import METRIC_NAMES
 from evaluation.report import rows_to_csv
+from workdir import has_config, read_config, read_eval_summary, stage_of
 
 
 @dataclass
@@ -46,38 +45,24 @@ class Run:
     summary: dict[str, Any] = field(repr=False)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-
-
 def method_label(config: dict[str, Any]) -> str | None:
-    """Row label of a run from its ``config.json``.
+    """Row label of a run from its (flat) ``config.json``.
 
-    ``method`` if present (keys at the top level of ``config.json`` or one level down, as
-    ``evaluation.inference.config_value`` reads them); else the stage, with the stage it was initialized from for a
-    fine-tuned baseline (``baseline<-local`` = fine-tuned after GCL + LCL pre-training, ``baseline<-global``
+    ``method`` if present; else the stage, with the stage it was initialized from for a fine-tuned
+    baseline (``baseline<-local`` = fine-tuned after GCL + LCL pre-training, ``baseline<-global``
     = after GCL only), so random-init and fine-tuned baselines form different rows.
     """
-    if config_value(config, "method"):
-        return str(config_value(config, "method"))
-    stage = config_value(config, "stage")
+    if config.get("method"):
+        return str(config["method"])
+    stage = config.get("stage")
     if not stage:
         return None
-    init = config_value(config, "init_from")
+    init = config.get("init_from")
     if stage == "baseline" and init:
-        init_cfg = Path(str(init)) / "config.json"
-        init_stage = None
-        if init_cfg.is_file():
-            try:
-                init_stage = json.loads(init_cfg.read_text()).get("stage")
-            except (OSError, ValueError):
-                init_stage = None
+        try:
+            init_stage = stage_of(str(init))
+        except InputError:  # the init workdir is gone or unreadable: name it by its folder
+            init_stage = None
         return f"baseline<-{init_stage or Path(str(init)).name}"
     return str(stage)
 
@@ -101,19 +86,18 @@ def load_run(spec: str, eval_name: str = "eval_test") -> Run:
         summary_path = path / eval_name / "summary.json"
         if not summary_path.is_file():
             raise InputError(f"--workdirs: {summary_path} not found (run evaluate.py on {spec} first)")
-    summary = _read_json(summary_path)
-    if not isinstance(summary, dict) or not isinstance(summary.get("overall"), dict) \
-            or not isinstance(summary.get("structures"), dict):
-        raise InputError(f"--workdirs: {summary_path} is not an evaluate.py summary (no 'overall'/'structures'; "
-                         f"a stage's own W/summary.json is not one)")
-    config = _read_json(workdir / "config.json") if (workdir / "config.json").is_file() else {}
+    try:
+        summary = read_eval_summary(summary_path)
+    except InputError as exc:
+        raise InputError(f"--workdirs: {exc}") from None
+    config = read_config(workdir) if has_config(workdir) else {}
     method = method or method_label(config) or workdir.resolve().parent.name
     return Run(
         workdir=str(workdir), method=str(method),
-        dataset=str(summary.get("dataset") or config_value(config, "dataset") or "?"),
-        no_of_tr_imgs=str(_first(config_value(config, "no_of_tr_imgs"), summary.get("no_of_tr_imgs"), "?")),
-        comb_tr_imgs=str(_first(config_value(config, "comb_tr_imgs"), summary.get("comb_tr_imgs"), "?")),
-        seed=config_value(config, "seed"), summary=summary)
+        dataset=str(summary.get("dataset") or config.get("dataset") or "?"),
+        no_of_tr_imgs=str(_first(config.get("no_of_tr_imgs"), summary.get("no_of_tr_imgs"), "?")),
+        comb_tr_imgs=str(_first(config.get("comb_tr_imgs"), summary.get("comb_tr_imgs"), "?")),
+        seed=config.get("seed"), summary=summary)
 
 
 def _first(*values: Any) -> Any:

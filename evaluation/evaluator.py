@@ -24,6 +24,7 @@ from common.errors import InputError
 from evaluation import plots, report
 from evaluation.inference import CHUNK, as_predictor, label_image_like, native_spacing, predict_stored_volume
 from evaluation.metrics import VolumeMetrics, volume_metrics
+from workdir import metrics_path, read_metrics
 
 
 def run_evaluation(model: Any, data_dir: str | os.PathLike, ids: Sequence[str], cfg: Any,
@@ -69,9 +70,8 @@ def run_evaluation(model: Any, data_dir: str | os.PathLike, ids: Sequence[str], 
     summary = report.write_reports(out, ids, results, cfg.struct_names, extra=extra)
     plots.dice_boxplot(np.stack([m.dice for m in results]), cfg.struct_names, out / "plots" / "dice_boxplot.png",
                        title=f"Dice per structure, {len(ids)} volumes")
-    if workdir is not None and (Path(workdir) / "metrics.json").is_file():
-        plots.training_curves(plots.read_metrics(Path(workdir) / "metrics.json"),
-                              out / "plots" / "training_curves.png", title=str(workdir))
+    if workdir is not None and metrics_path(workdir).is_file():
+        plots.training_curves(read_metrics(workdir), out / "plots" / "training_curves.png", title=str(workdir))
     if verbose:
         print(report.format_table(summary))
     return summary

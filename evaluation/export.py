@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.atomic import atomic_dir, atomic_write_json
 from common.errors import InputError
+from workdir import METADATA_PATH, load_model, run_info
 
 if TYPE_CHECKING:
     import keras
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
-METADATA_PATH = os.path.join("assets.extra", "plc_metadata.json")
 
 
 def next_version(export_dir: str | os.PathLike) -> int:
@@ -46,16 +46,6 @@ def next_version(export_dir: str | os.PathLike) -> int:
     versions = [int(p.name) for p in export_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)] \
         if export_dir.is_dir() else []
     return max(versions, default=0) + 1
-
-
-def latest_version(export_dir: str | os.PathLike) -> Path | None:
-    """The highest numeric version folder holding a ``saved_model.pb`` (None if there is none)."""
-    export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        return None
-    versions = sorted((int(p.name), p) for p in export_dir.iterdir()
-                      if p.is_dir() and re.fullmatch(r"\d+", p.name) and (p / "saved_model.pb").is_file())
-    return versions[-1][1] if versions else None
 
 
 def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
@@ -153,15 +143,13 @@ def run_cli(fv: Any) -> Path:
     """Export the model named by parsed flags ``fv``; returns the version folder."""
     import keras
 
-    from evaluation.inference import config_value, load_model_and_dataset, workdir_config
-
     if not fv.model or not fv.export_dir:
         raise InputError("--model and --export_dir are required")
-    model, dataset = load_model_and_dataset(fv.model, fv.dataset)
+    model, dataset = load_model(fv.model, fv.dataset)
     if not isinstance(model, keras.Model):
         raise InputError(f"--model={fv.model}: is already a SavedModel")
     metadata = metadata_for(dataset) if dataset else {}
-    metadata["n4"] = data_n4(config_value(workdir_config(fv.model), "data_dir"))
+    metadata["n4"] = data_n4(run_info(fv.model).data_dir)
     path = export_saved_model(model, fv.export_dir, metadata)
     print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "
           f"-> probabilities (N,H,W,C), labels (N,H,W) int32)")

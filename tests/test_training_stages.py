@@ -39,7 +39,7 @@ def test_baseline_writes_workdir(baseline_dir):
     assert {"val_dice", "val_dice_rv", "val_dice_myo", "val_dice_lv"} <= set(metrics["val"][0])
     assert (wd / "ckpt" / "checkpoint").is_file()
     assert _events(wd / "train") and _events(wd / "eval")
-    from models.io import load_unet
+    from workdir import load_unet
 
     model = load_unet(str(wd))
     assert model.output_shape[-1] == 4
@@ -112,7 +112,7 @@ def test_pretrain_global_local_then_finetune(tiny_data, tmp_path):  # noqa: F811
     assert (wg / "final" / "model.weights.h5").is_file()
     l_sum = run_pretrain(stage_conf("local", tiny_data, wl, n_iter=2, init_from=str(wg)))
     assert l_sum["step"] == 2 and np.isfinite(l_sum["final_loss"])
-    from models.io import load_unet
+    from workdir import load_unet
 
     gcl, lcl = load_unet(str(wg)), load_unet(str(wl))
     # The encoder was copied and then frozen: identical kernels; BN statistics moved (training mode).

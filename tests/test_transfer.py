@@ -1,4 +1,4 @@
-"""Tests for models.transfer (prefix-matched trainable weights, BN statistics untouched) and models.io."""
+"""Tests for models.transfer (prefix-matched trainable weights, BN statistics untouched) and workdir.load_unet."""
 import json
 
 import keras
@@ -7,9 +7,9 @@ import pytest
 
 from common.errors import InputError
 from models.heads import build_g1
-from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import ENCODER_OUTPUT, build_unet, endpoints_model
+from workdir import load_unet
 
 
 def _small(seed, out=3, width=4):

@@ -22,7 +22,6 @@ Presets: ``paper`` = the originals' iteration counts (baseline 5001, joint 3 x 5
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from typing import Any, Sequence
 from common.atomic import atomic_write_json, atomic_write_text
 from common.errors import InputError
 from common.cli import run_main
+from workdir import read_config, read_eval_summary, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,18 +100,18 @@ LABELS = {"baseline": "supervised baseline", "plc": "PLC (pseudo-label contrasti
 
 def _done(workdir: Path, expected_step: int | None, **expected_conf: Any) -> bool:
     """A finished run of the expected length and settings lives in ``workdir``."""
-    path = workdir / "summary.json"
-    if not path.exists():
-        return False
     try:
+        summary = read_summary(workdir)
+        if summary is None:
+            return False
         if expected_conf:
-            conf = json.loads((workdir / "config.json").read_text())
+            conf = read_config(workdir)
             if any(conf.get(k) != v for k, v in expected_conf.items()):
                 return False
         if expected_step is None:
             return True
-        return int(json.loads(path.read_text()).get("step", -1)) == int(expected_step)
-    except (ValueError, TypeError, OSError):
+        return int(summary.get("step", -1)) == int(expected_step)
+    except (InputError, ValueError, TypeError):
         return False
 
 
@@ -178,7 +178,7 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
         if method == "plc" and opts.export_dir:
             cmd.append(f"--export_dir={opts.export_dir}")
         _run(cmd, f"evaluate {method}")
-        results[method] = json.loads((wd / "eval_test" / "summary.json").read_text())
+        results[method] = read_eval_summary(wd / "eval_test")
     table = format_results(results)
     print("\n" + table, flush=True)
     print(f"(total {time.time() - t_start:.0f}s; workdirs under {out})", flush=True)

@@ -4,8 +4,6 @@ distributed datasets, labeled-volume loading.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -15,8 +13,9 @@ import configs
 from common.errors import InputError
 from data import store
 from training.config import StageConfig
-from training.engine import loop as loop_lib
 from training.engine import strategy as strat
+import workdir as wdir
+
 
 # Keys whose change makes the checkpoints of a workdir unusable (checked against config.json).
 COMMON_SHAPE_KEYS = ("stage", "dataset", "num_classes", "image_size")
@@ -85,8 +84,7 @@ def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, 
     out_dir = strat.output_dir(workdir, strategy)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {**conf.to_json(), **dataset_fields(cfg), **(extra or {})}
-    loop_lib.write_or_check_config(out_dir, record, tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys),
-                                   is_chief=True)
+    wdir.write_or_check_config(out_dir, record, tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys), is_chief=True)
     return StageEnv(conf=conf, cfg=cfg, split=split, strategy=strategy, workdir=workdir,
                     out_dir=out_dir, is_chief=chief,
                     xla=strat.xla_plan(conf.jit_compile, int(strategy.num_replicas_in_sync)),
@@ -120,20 +118,7 @@ def distribute(strategy: tf.distribute.Strategy, dataset_fn: Callable[[tf.distri
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 
-def read_workdir_config(path: str | os.PathLike) -> dict:
-    """``config.json`` of a stage workdir (``InputError`` if missing)."""
-    p = Path(path) / "config.json"
-    if not p.is_file():
-        raise InputError(f"--init_from={path}: no config.json (not a stage workdir)")
-    try:
-        return json.loads(p.read_text())
-    except ValueError as exc:
-        raise InputError(f"{p}: invalid JSON ({exc})") from None
-
-
 def write_summary(env: StageEnv, summary: dict) -> None:
     """``W/summary.json``: what the stage did (final step, skips, best validation Dice, timings)."""
     if env.is_chief:
-        from common.atomic import atomic_write_json
-
-        atomic_write_json(env.out_dir / "summary.json", loop_lib._num(summary))
+        wdir.write_summary(env.out_dir, summary)

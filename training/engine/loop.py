@@ -19,20 +19,17 @@ with ``i % val_every == 0`` (the originals validate at ``i = 0, 50, 100, ...``) 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from common.atomic import atomic_write_json
-from common.errors import InputError
 from training.engine import summaries
-from training.engine.checkpoint import Checkpointer, TrainState, save_best
+from training.engine.checkpoint import Checkpointer, TrainState
+from workdir import MetricsLog
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,45 +69,6 @@ class LoopConfig:
     desc: str = "train"
     val_origin: int = 0
     save_at_end: bool = True
-
-
-class MetricsLog:
-    """``W/metrics.json`` history, truncated to the restored step on resume."""
-
-    def __init__(self, path: str | Path, upto_step: int) -> None:
-        self.path = Path(path)
-        self.data: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
-        if self.path.exists():
-            try:
-                old = json.loads(self.path.read_text())
-                for key in ("train", "val"):
-                    self.data[key] = [e for e in old.get(key, []) if int(e["step"]) <= upto_step]
-                for key, value in old.items():
-                    if key not in ("train", "val"):
-                        self.data[key] = value
-            except (ValueError, KeyError, TypeError):
-                pass  # unreadable history: start a new one
-
-    def add(self, kind: str, step: int, values: dict[str, float]) -> None:
-        self.data.setdefault(kind, []).append({"step": int(step), **{k: _num(v) for k, v in values.items()}})
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
-
-    def write(self) -> None:
-        atomic_write_json(self.path, self.data)
-
-
-def _num(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return [_num(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _num(x) for k, x in v.items()}
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return v
-    return f if math.isfinite(f) else None
 
 
 class Progress:
@@ -327,37 +285,3 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
         progress.close()
         loop.close()
     return state_summary(state, loop.last_val)
-
-
-# ------------------------------------------------------------------------------------------
-# config.json handling
-
-
-def write_or_check_config(workdir: str | Path, config: dict[str, Any], shape_keys: tuple[str, ...],
-                          is_chief: bool = True) -> None:
-    """Write ``W/config.json`` or refuse a workdir whose config differs in a shape-changing key.
-
-    Args:
-        workdir: the stage workdir.
-        config: resolved flags and dataset settings (JSON-serializable).
-        shape_keys: keys whose change makes the existing checkpoints unusable (model / head shapes,
-            stage, dataset, ...).
-        is_chief: only the chief writes.
-
-    Raises:
-        InputError: the workdir holds a config.json whose shape keys differ.
-    """
-    path = Path(workdir) / "config.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None
-        if isinstance(old, dict):
-            diffs = [k for k in shape_keys if k in old and k in config and old[k] != config[k]]
-            if diffs:
-                desc = ", ".join(f"{k}: {old[k]!r} -> {config[k]!r}" for k in diffs)
-                raise InputError(f"--workdir {workdir}: holds a run with a different configuration "
-                                 f"({desc}); use a new --workdir or delete it")
-    if is_chief:
-        atomic_write_json(path, config)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import tensorflow as tf
 
+import workdir as wdir
 from training.config import StageConfig
 from training.engine import checkpoint as ck
 from training.engine import loop as loop_lib
@@ -60,7 +61,7 @@ class StageRun:
     state: ck.TrainState
     optimizer: keras.optimizers.Optimizer
     checkpointer: ck.Checkpointer
-    metrics: loop_lib.MetricsLog
+    metrics: wdir.MetricsLog
     result: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -139,7 +140,7 @@ class Task:
         yield Segment(end_step=self.conf.end_step, dataset_fn=self.dataset_fn, desc=self.conf.stage)
 
     def save_best(self, step: int, val_dice: float) -> None:
-        ck.save_best(self.models["model"], self.env.out_dir, step, val_dice)
+        wdir.save_best(self.models["model"], self.env.out_dir, step, val_dice)
 
     def summary(self, run: StageRun) -> dict[str, Any]:
         """The stage-specific part of ``summary.json``."""
@@ -172,7 +173,7 @@ def run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
         loop_lib.log(f"[{conf.stage}] resuming from step {int(state.step.numpy())}")
     else:
         task.initialize()
-    metrics = loop_lib.MetricsLog(env.out_dir / "metrics.json", int(state.step.numpy()))
+    metrics = wdir.MetricsLog(env.out_dir, int(state.step.numpy()))
     run = StageRun(env=env, state=state, optimizer=optimizer, checkpointer=checkpointer, metrics=metrics)
     step_fn = steps.make_train_step(strategy, task.compute_fn(), variables, optimizer, jit_compile=env.xla.whole_step,
                                     state_variables=task.state_variables())
@@ -192,7 +193,7 @@ def run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
     if not run.result:  # nothing left to run (a finished stage rerun): report the checkpointed state
         run.result = loop_lib.state_summary(state)
     if env.is_chief:
-        ck.save_final(task.unet, env.out_dir)
+        wdir.save_final(task.unet, env.out_dir)
     summary = {"stage": conf.stage, **task.summary(run), "seconds": time.time() - t_start,
                "replicas": env.replicas}
     write_summary(env, summary)

@@ -32,7 +32,6 @@ from data.plc_selection import CONTRASTIVE_BT_SIZE
 from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
 from losses.segmentation import segmentation_loss
 from models.heads import build_h
-from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import build_unet
 from training.config import SelfTrainConfig
@@ -42,6 +41,7 @@ from training.engine import steps
 from training.engine.env import data_seed, load_labeled
 from training.engine.runner import Segment, StageRun, Task, labeled_arrays, run_stage
 from training.stages.pseudolabel import load_kept, make_pseudo_labels, round_dir
+import workdir as wdir
 
 SHAPE_KEYS = ("bt_size", "no_of_pos_eles", "local_loss_exp_no", "n_iter_per_round", "rounds", "batch_size")
 
@@ -110,7 +110,7 @@ class JointTask(Task):
                                           restore_from=self.env.workdir / "best_state", **objects)
 
     def initialize(self) -> None:
-        self.baseline = load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
+        self.baseline = wdir.load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
         copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_"))
         loop_lib.log(f"[joint] initialized {len(copied)} encoder/decoder layers from {self.conf.init_from}")
 
@@ -125,7 +125,7 @@ class JointTask(Task):
         return lambda batch: joint_sampler.is_skipped(batch, strategy)
 
     def save_best(self, step: int, val_dice: float) -> None:
-        ck.save_best(self.unet, self.env.out_dir, step, val_dice)
+        wdir.save_best(self.unet, self.env.out_dir, step, val_dice)
         self.best_state.save(step)
 
     def pseudo_labels(self, r: int) -> tuple[list, list]:
@@ -137,7 +137,7 @@ class JointTask(Task):
         elif not (pl_dir / "manifest.json").exists():
             source = self.unet
             if r == 0:
-                source = self.baseline if self.baseline is not None else load_unet(
+                source = self.baseline if self.baseline is not None else wdir.load_unet(
                     conf.init_from, num_classes=self.cfg.num_classes)
             t0 = time.time()
             make_pseudo_labels(source, conf, self.cfg, self.unlabeled, pl_dir)
@@ -207,7 +207,7 @@ class JointTask(Task):
         # W/best holds the most recently saved best (the running best is reset at each round end), so
         # report what W/best holds rather than the running value.
         state = run.state
-        best = ck.read_best(self.env.out_dir) if self.env.is_chief else None
+        best = wdir.read_best(self.env.out_dir) if self.env.is_chief else None
         return {"step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
                 "nonfinite": int(state.nonfinite.numpy()),
                 "best_val_dice": float(best["val_dice"]) if best else float(state.best.numpy()),

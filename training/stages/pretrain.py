@@ -9,7 +9,7 @@
   hard-coded 3 volumes x 4 partitions.
 
 Both write the full UNet (``W/final/model.weights.h5``, untrained parts at their random init) so
-that the fine-tuning stage loads it with ``models.io.load_unet`` and copies what it needs.
+that the fine-tuning stage loads it with ``workdir.load_unet`` and copies what it needs.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from data import pipeline, store
 from losses.global_contrastive import global_contrastive_loss
 from losses.local_contrastive import local_contrastive_loss
 from models.heads import build_g1, build_g2
-from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import DECODER_BLOCK_CHANNELS, DECODER_BLOCK_OUTPUTS, ENCODER_OUTPUT, build_unet, endpoints_model
+import workdir as wdir
 from training.config import PretrainConfig
 from training.engine import loop as loop_lib
 from training.engine import steps
@@ -117,7 +117,7 @@ class PretrainTask(Task):
         if self.conf.stage != "local":
             return
         if self.conf.init_from:
-            src = load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
+            src = wdir.load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
             copied = transfer_weights(src, self.unet, ("enc_",))
             loop_lib.log(f"[local] encoder initialized from {self.conf.init_from} ({len(copied)} layers)")
         else:

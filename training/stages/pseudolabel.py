@@ -15,11 +15,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.errors import InputError
-from models.io import load_unet
 from training.config import SelfTrainConfig
 from training.engine import loop as loop_lib
 from training.engine.env import prepare, write_summary
 from pseudolabels.generate import MANIFEST, generate_pseudo_labels, load_pseudo_labels, read_manifest
+import workdir as wdir
 
 SHAPE_KEYS: tuple[str, ...] = ()
 
@@ -81,7 +81,7 @@ def run_pseudolabel(conf: SelfTrainConfig) -> dict[str, Any]:
     if not conf.init_from:
         raise InputError("--init_from is required for --stage pseudolabel (a baseline workdir)")
     env = prepare(conf, SHAPE_KEYS, (conf.no_of_tr_imgs, conf.comb_tr_imgs))
-    unet = load_unet(conf.init_from, num_classes=env.cfg.num_classes)
+    unet = wdir.load_unet(conf.init_from, num_classes=env.cfg.num_classes)
     from data import store
 
     volumes = store.load_volumes(conf.data_dir, env.split.unlabeled)

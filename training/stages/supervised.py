@@ -18,26 +18,25 @@ import tensorflow as tf
 from data import pipeline
 from common.errors import InputError
 from losses.segmentation import segmentation_loss
-from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import build_unet, decoder_block_prefixes
 from training.config import SelfTrainConfig
 from training.engine import loop as loop_lib
 from training.engine import steps
-from training.engine.env import data_seed, load_labeled, read_workdir_config
+from training.engine.env import data_seed, load_labeled
 from training.engine.runner import StageRun, Task, labeled_arrays, run_stage
+import workdir as wdir
 
 SHAPE_KEYS = ("batch_size",)
 
 
-def transfer_prefixes(init_conf: dict) -> tuple[str, ...]:
+def transfer_prefixes(init_from: str) -> tuple[str, ...]:
     """Prefixes copied from a pre-training workdir: ``enc_`` (+ the first l decoder blocks)."""
-    stage = init_conf.get("stage")
+    stage = wdir.stage_of(init_from)
     if stage == "global":
         return ("enc_",)
     if stage == "local":
-        blocks = int(init_conf.get("no_of_decoder_blocks", 1))
-        return ("enc_",) + decoder_block_prefixes(blocks)
+        return ("enc_",) + decoder_block_prefixes(wdir.decoder_blocks_of(init_from))
     if stage in ("baseline", "joint"):
         return ("enc_", "dec_", "seg_")
     raise InputError(f"--init_from: workdir of stage {stage!r} cannot initialize a supervised stage "
@@ -46,12 +45,11 @@ def transfer_prefixes(init_conf: dict) -> tuple[str, ...]:
 
 def init_from_workdir(unet: Any, init_from: str, num_classes: int) -> list[str]:
     """Copy weights from a previous stage into ``unet``; returns the copied layer names."""
-    init_conf = read_workdir_config(init_from)
-    if int(init_conf.get("num_classes", num_classes)) != num_classes and init_conf.get("stage") not in (
-            "global", "local"):
-        raise InputError(f"--init_from={init_from}: {init_conf.get('num_classes')} classes, expected {num_classes}")
-    src = load_unet(init_from, num_classes=int(init_conf.get("num_classes", num_classes)))
-    return transfer_weights(src, unet, transfer_prefixes(init_conf))
+    src_classes = wdir.num_classes_of(init_from)
+    if src_classes != num_classes and wdir.stage_of(init_from) not in ("global", "local"):
+        raise InputError(f"--init_from={init_from}: {src_classes} classes, expected {num_classes}")
+    src = wdir.load_unet(init_from, num_classes=src_classes)
+    return transfer_weights(src, unet, transfer_prefixes(init_from))
 
 
 class SupervisedTask(Task):
