@@ -20,7 +20,6 @@ import json
 import math
 from pathlib import Path
 
-import keras
 import nibabel as nib
 import numpy as np
 import pytest
@@ -143,17 +142,16 @@ def baseline(tmp_path_factory):
     from models.unet import build_unet
 
     wd = tmp_path_factory.mktemp("joint_orch") / "baseline"
-    keras.utils.set_random_seed(7)
     unet = build_unet(NUM_CLASSES, (SIZE, SIZE))
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7)  # every weight drawn here: deterministic, no global seed set
     for v in unet.weights:
-        value = v.numpy()
-        if "moving_variance" in v.path:
-            value = rng.uniform(0.5, 2.0, value.shape)
-        elif "moving_mean" in v.path:
-            value = rng.normal(0.0, 0.2, value.shape)
-        else:
-            value = value + rng.normal(0.0, 0.05, value.shape)
+        shape, name = tuple(v.shape), v.path.rsplit("/", 1)[1]
+        if name == "kernel":  # He normal
+            value = rng.normal(0.0, math.sqrt(2.0 / np.prod(shape[:-1])), shape)
+        elif name in ("gamma", "moving_variance"):
+            value = rng.uniform(0.5, 2.0, shape)
+        else:  # bias, beta, moving_mean
+            value = rng.normal(0.0, 0.2, shape)
         v.assign(value.astype(np.float32))
     (wd / "best").mkdir(parents=True)
     unet.save_weights(str(wd / "best" / "model.weights.h5"))
