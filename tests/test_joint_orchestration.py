@@ -62,12 +62,12 @@ class _Hooks:
 
     @staticmethod
     def run_joint(conf):
-        from training.joint import run_joint
+        from training.stages.joint import run_joint
 
         return run_joint(conf)
 
     def capture(self, conf) -> dict:
-        from training import steps
+        from training.engine import steps
 
         got: dict = {}
 
@@ -82,11 +82,11 @@ class _Hooks:
         return got
 
     def run(self, conf, dice: list[float]) -> dict:
-        from training import common, steps
+        from training.engine import runner, steps
 
         log: dict = {"val": [], "batches": []}
         marker_layer = self.MARKER_LAYER
-        workdir = Path(conf["workdir"])
+        workdir = Path(conf.workdir)
 
         def builder(strategy, compute_fn, variables, optimizer, **kw):
             def step(batch):
@@ -108,7 +108,7 @@ class _Hooks:
                 return {"val_dice": dice[len(log["val"]) - 1]}
 
         self.mp.setattr(steps, "make_train_step", builder)
-        self.mp.setattr(common, "Validator", ScriptedValidator)
+        self.mp.setattr(runner, "Validator", ScriptedValidator)
         log["summary"] = self.run_joint(conf)
         return log
 
@@ -237,7 +237,7 @@ def test_release_round_end_and_round0_pseudo_labels_from_init_from(monkeypatch, 
     ids = _unlabeled_ids()
     assert sorted(json.loads((out / "manifest.json").read_text())["kept"]) == ids
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{vid}.nii.gz" for vid in ids]
-    from models.io import load_unet
+    from workdir import load_unet
 
     model = load_unet(str(baseline))
     for vid in ids[:2]:
