@@ -2,7 +2,8 @@
 
 For every volume: predict the preprocessed slices in chunks of 20 (inference-mode BN), map the
 probabilities back to the native grid (undo crop/pad, linear resize, argmax; ORIGINAL_SPEC §6.1),
-then compute per structure Dice, HD95 and ASSD in mm (header spacing) and HD95 in voxels. Writes
+then compute per structure Dice, HD95 and ASSD in mm (header spacing; left out when preprocessing
+recorded the spacing as unknown, e.g. SSL4MIS h5 data) and in voxels. Writes
 ``per_volume.csv``, ``summary.json``, ``predictions/<id>.nii.gz`` (original affine and header) and
 plots into ``--out_dir``, prints a table, and optionally exports a SavedModel.
 
@@ -81,7 +82,8 @@ def main(argv: list[str]) -> None:
              "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir),
              "protocol": "native grid (undo crop/pad, linear resize of probabilities, argmax); Dice per class "
                          "over the 3-D volume; NaN (absent from GT and prediction) excluded; surface distances "
-                         "with header spacing, inf when one mask is empty, means over finite values"}
+                         "in mm with the voxel spacing recorded at preprocessing (voxels only when it is "
+                         "unknown), inf when one mask is empty, means over finite values"}
     run_evaluation(model, data_dir, ids, cfg, out_dir, num_plot_volumes=FLAGS.num_plot_volumes,
                    workdir=workdir, extra=extra, write_predictions=FLAGS.write_predictions)
     print(f"wrote {os.path.join(out_dir, 'summary.json')}, per_volume.csv, predictions/, plots/")
