@@ -110,3 +110,17 @@ def write_ssl4mis(root: Path, patients: dict[int, tuple[int, int]] | None = None
             names = [f"patient{p:03d}_frame{f:02d}" for p in members for f in patients[p]]
             (root / f"{key}.list").write_text("\n".join(names) + "\n")
     return root
+
+
+def expect_layout_error(raw: Path, layout: str, match: str, dataset: str = "synthetic", **kw) -> str:
+    """``preprocess_dataset(layout=...)`` must raise a one-line InputError matching ``match`` and write nothing."""
+    import pytest
+
+    from data import preprocess
+    from data.errors import InputError
+
+    out = raw.parent / "pp"
+    with pytest.raises(InputError, match=match) as exc:
+        preprocess.preprocess_dataset(dataset, raw, out, layout=layout, **kw)
+    assert "\n" not in str(exc.value) and not out.exists()
+    return str(exc.value)

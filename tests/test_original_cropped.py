@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from _layout_helpers import cropped_affine, heart, save_cropped, write_cropped
+from _layout_helpers import expect_layout_error, cropped_affine, heart, save_cropped, write_cropped
 from data import cropped, geometry, preprocess, store
 from data.errors import InputError
 
@@ -83,11 +83,7 @@ def test_prostate_folder_names_and_positive_affine(tmp_path):
 
 
 def _expect(raw, match, dataset="synthetic", **kw):
-    out = raw.parent / "pp"
-    with pytest.raises(InputError, match=match) as exc:
-        preprocess.preprocess_dataset(dataset, raw, out, layout="original_cropped", **kw)
-    assert "\n" not in str(exc.value) and not out.exists()
-    return str(exc.value)
+    return expect_layout_error(raw, "original_cropped", match, dataset, **kw)
 
 
 def test_bad_input_one_line_errors(tmp_path):

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from _layout_helpers import h5_volume, save_h5, write_ssl4mis
+from _layout_helpers import expect_layout_error, h5_volume, save_h5, write_ssl4mis
 from data import geometry, preprocess, ssl4mis, store
 from data.errors import InputError
 from data.spacing import affine_with_spacing, describe, is_complete, parse_pixel_spacing
@@ -139,11 +139,7 @@ def test_acdc_lists_checked_against_configs(tmp_path):
 
 
 def _expect(raw, match, dataset="synthetic", **kw):
-    out = raw.parent / "pp"
-    with pytest.raises(InputError, match=match) as exc:
-        preprocess.preprocess_dataset(dataset, raw, out, layout="ssl4mis_h5", **kw)
-    assert "\n" not in str(exc.value) and not out.exists()
-    return str(exc.value)
+    return expect_layout_error(raw, "ssl4mis_h5", match, dataset, **kw)
 
 
 def test_h5_content_errors(tmp_path):
