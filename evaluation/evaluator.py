@@ -107,3 +107,28 @@ def surface_units(data_dir: str | os.PathLike, ids: Sequence[str], no_spacing: S
         out["surface_note"] = (f"HD95/ASSD in mm exclude {len(no_spacing)} volume(s) without a known voxel spacing "
                                f"({', '.join(no_spacing[:5])}{'...' if len(no_spacing) > 5 else ''}): voxels only")
     return out
+
+
+def present_ids(data_dir: str | os.PathLike, ids: Sequence[str], allow_missing: bool = False,
+                what: str = "test") -> tuple[list[str], list[str]]:
+    """Split ``ids`` into those the data dir holds and those it lacks.
+
+    Some public copies lack volumes (the originals' cropped ACDC copy has no patient 090, one of the
+    20 test patients). A missing id is an error unless ``allow_missing``; then the caller evaluates
+    the others and must report the missing ones (``evaluate.py`` writes them to ``summary.json``).
+
+    Raises:
+        InputError: ids are missing and ``allow_missing`` is false, or none is present.
+    """
+    from data.store import list_ids
+
+    known = set(list_ids(data_dir))
+    present = [i for i in ids if i in known]
+    missing = [i for i in ids if i not in known]
+    if missing and not allow_missing:
+        raise InputError(f"--data_dir={data_dir}: {len(missing)} of the {len(ids)} {what} volumes are absent "
+                         f"({', '.join(missing[:6])}{'...' if len(missing) > 6 else ''}); --allow_missing evaluates "
+                         "the others and records the absent ones")
+    if not present:
+        raise InputError(f"--data_dir={data_dir}: none of the {len(ids)} {what} volumes is present")
+    return present, missing

@@ -132,7 +132,8 @@ def compare(runs: Sequence[Any], name: str) -> list[dict[str, Any]]:
     Returns:
         One dict per setting of ours: ``dataset``, ``method`` (ours), ``reference_method`` (or None),
         ``no_of_tr_imgs``, ``n_runs``, ``ours_mean``, ``ours_std``, ``paper`` (or None), ``difference``,
-        ``grids`` (the evaluation grids of the runs).
+        ``grids`` (the evaluation grids of the runs), ``missing_ids`` (split volumes absent from the
+        runs' data dirs, left out by ``evaluate.py --allow_missing``).
     """
     table = {(r.dataset, r.method, r.no_of_tr_imgs): r for r in load_reference(name)}
     groups: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
@@ -154,6 +155,7 @@ def compare(runs: Sequence[Any], name: str) -> list[dict[str, Any]]:
             "difference": (mean - ref.dice) if (ref and mean is not None) else None,
             "grids": sorted({str(m.summary.get("evaluation_grid", "native grid of the original files"))
                              for m in members}),
+            "missing_ids": sorted({i for m in members for i in (m.summary.get("missing_ids") or [])}),
         })
     return out
 
@@ -173,4 +175,7 @@ def format_comparison(rows: Sequence[dict[str, Any]], name: str) -> str:
     lines.append("")
     lines.append("Ours: each run's score is the mean over its test volumes of the mean foreground Dice; the paper's "
                  "protocol scores on the native grid of the original files. Ours scored on: " + "; ".join(grids) + ".")
+    missing = sorted({i for r in rows for i in r["missing_ids"]})
+    if missing:
+        lines.append(f"Test volumes absent from our data and left out: {', '.join(missing)}.")
     return "\n".join(lines) + "\n"

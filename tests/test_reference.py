@@ -75,7 +75,8 @@ def test_compare_and_aggregate_cli(tmp_path):
     b1 = _run(tmp_path, "b1", {**common, "stage": "baseline", "comb_tr_imgs": "c1"}, [0.5, 0.7])
     b2 = _run(tmp_path, "b2", {**common, "stage": "baseline", "comb_tr_imgs": "c2"}, [0.8])
     j1 = _run(tmp_path, "j1", {**common, "stage": "joint", "comb_tr_imgs": "c1", "init_from": b1}, [0.7],
-              summary_extra={"evaluation_grid": "the originals' cropped grid (1.36719 x 1.36719 mm in-plane, 192x192)"})
+              summary_extra={"evaluation_grid": "the originals' cropped grid (1.36719 x 1.36719 mm in-plane, 192x192)",
+                             "missing_ids": ["090"]})
     s1 = _run(tmp_path, "s1", {"dataset": "acdc", "no_of_tr_imgs": "ssl4mis3", "comb_tr_imgs": "c1", "stage": "baseline"},
               [0.4])
     runs = [aggregate.load_run(w) for w in (b1, b2, j1, s1)]
@@ -90,6 +91,7 @@ def test_compare_and_aggregate_cli(tmp_path):
     assert "| acdc | baseline | supervised baseline, random init | tr1 | 0.700 ± 0.100 (n=2) | 0.614 | +0.086 |" in text
     assert "| acdc | joint | proposed, random init, inter | tr1 | 0.700 ± 0.000 (n=1) | 0.759 | -0.059 |" in text
     assert "the originals' cropped grid" in text and "native grid of the original files" in text
+    assert "Test volumes absent from our data and left out: 090." in text
     out = tmp_path / "res"
     proc = subprocess.run([sys.executable, "-m", "evaluation.aggregate", "--out", str(out), "--reference", "medIA2023",
                            b1, b2, j1], capture_output=True, text=True, cwd=REPO, timeout=120)

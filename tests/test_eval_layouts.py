@@ -1,4 +1,5 @@
-"""HD95 / ASSD are in mm only with a known voxel spacing; otherwise in voxels only, and the output says so."""
+"""Evaluation on data dirs of the new layouts: HD95 / ASSD in mm only with a known voxel spacing (else
+voxels only, and the output says so), the grid named in the summary, split volumes absent from a copy."""
 from __future__ import annotations
 
 import csv
@@ -79,3 +80,18 @@ def test_evaluation_mixed_and_known_spacing(tmp_path):
 
     mixed = surface_units(dd, ["001", "002"], ["002"])
     assert mixed["surface_distance_units"] == "mm for some volumes" and "exclude 1 volume(s)" in mixed["surface_note"]
+
+
+def test_present_ids_absent_volumes(tmp_path):
+    from data.errors import InputError
+    from evaluation.evaluator import present_ids
+
+    dd = tmp_path / "pp"
+    preprocess.preprocess_dataset("synthetic", write_cropped(tmp_path / "crop", folders=("patient007", "patient009")),
+                                  dd, layout="original_cropped")
+    assert present_ids(dd, ["007", "009"]) == (["007", "009"], [])
+    with pytest.raises(InputError, match=r"1 of the 3 test volumes are absent \(008\); --allow_missing evaluates"):
+        present_ids(dd, ["007", "008", "009"])
+    assert present_ids(dd, ["007", "008", "009"], allow_missing=True) == (["007", "009"], ["008"])
+    with pytest.raises(InputError, match="none of the 1 val volumes is present"):
+        present_ids(dd, ["008"], allow_missing=True, what="val")
