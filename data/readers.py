@@ -41,7 +41,7 @@ class VolumeSource:
 
     Attributes:
         id: volume id as used by the split lists (``"001"``, ``"001_ES"``, ``"000"``, ``"1001"``).
-        layout: ``acdc``, ``prostate_md`` or ``mmwhs``.
+        layout: ``acdc``, ``prostate_md``, ``mmwhs`` or ``original_cropped`` (``data.cropped``).
         image_path: image file.
         label_path: label file, or ``None`` when the volume is unlabeled.
         label_encoding: ``"index"`` (values are class indices) or ``"mmwhs"`` (205..850 values).
@@ -67,9 +67,9 @@ class RawVolume:
         spacing: (x, y, z) voxel size in mm from the image header (``pixdim[1:4]``); the
             ``original_cropped`` and ``ssl4mis_h5`` layouts give ``None`` for an unknown axis.
         affine: (4, 4) image affine.
-        header: image header.
+        header: image header (``None`` for the h5 layout, which has none).
         label_affine: (4, 4) affine of the label file (``None`` without label).
-        label_header: header of the label file (``None`` without label).
+        label_header: header of the label file (``None`` without label or header).
         source: the :class:`VolumeSource` it was read from.
         spacing_source: where ``spacing`` comes from: ``header``, ``--pixel_spacing`` or ``unknown``.
     """
@@ -79,7 +79,7 @@ class RawVolume:
     label: np.ndarray | None
     spacing: tuple[float | None, float | None, float | None]
     affine: np.ndarray
-    header: nib.Nifti1Header
+    header: nib.Nifti1Header | None
     label_affine: np.ndarray | None
     label_header: nib.Nifti1Header | None
     source: VolumeSource
