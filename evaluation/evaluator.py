@@ -100,7 +100,7 @@ def surface_units(data_dir: str | os.PathLike, ids: Sequence[str], no_spacing: S
         out["surface_distance_units"] = "mm and voxels"
     elif len(no_spacing) == len(ids):
         out["surface_distance_units"] = "voxels only"
-        out["surface_note"] = ("HD95/ASSD in pixels (voxels) only: the data dir records no voxel spacing "
+        out["surface_note"] = ("HD95/ASSD in pixels (voxels) only: the data dir does not record the full voxel spacing "
                                "(preprocess with --pixel_spacing X,Y,Z for mm)")
     else:
         out["surface_distance_units"] = "mm for some volumes"
