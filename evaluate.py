@@ -2,7 +2,8 @@
 
 For every volume: predict the preprocessed slices in chunks of 20 (inference-mode BN), map the
 probabilities back to the native grid (undo crop/pad, linear resize, argmax; ORIGINAL_SPEC §6.1),
-then compute per structure Dice, HD95 and ASSD in mm (header spacing) and HD95 in voxels. Writes
+then compute per structure Dice, HD95 and ASSD in mm (header spacing; left out when preprocessing
+recorded the spacing as unknown, e.g. SSL4MIS h5 data) and in voxels. Writes
 ``per_volume.csv``, ``summary.json``, ``predictions/<id>.nii.gz`` (original affine and header) and
 plots into ``--out_dir``, prints a table, and optionally exports a SavedModel.
 
@@ -35,6 +36,8 @@ flags.DEFINE_string("out_dir", None, "Output folder (default: <workdir>/eval_<sp
 flags.DEFINE_string("export_dir", None, "Also export a SavedModel to <export_dir>/<next version>.")
 flags.DEFINE_integer("num_plot_volumes", 3, "Volumes that get an image/GT/prediction overlay figure.")
 flags.DEFINE_boolean("write_predictions", True, "Write NIfTI predictions at native resolution.")
+flags.DEFINE_boolean("allow_missing", False, "Evaluate the volumes of the split that the data dir holds when some "
+                     "are absent (e.g. patient 090 of a public ACDC copy); the absent ids go to summary.json.")
 
 
 def main(argv: list[str]) -> None:
@@ -55,7 +58,7 @@ def main(argv: list[str]) -> None:
     import keras
 
     import configs
-    from evaluation.evaluator import run_evaluation
+    from evaluation.evaluator import present_ids, run_evaluation
     from evaluation.export import data_n4, export_saved_model, metadata_for
 
     info = run_info(FLAGS.workdir or model_path)
@@ -70,6 +73,7 @@ def main(argv: list[str]) -> None:
     comb = FLAGS.comb_tr_imgs or info.comb_tr_imgs or "c1"
     split = configs.get_split(cfg.name, str(no_tr), str(comb))
     ids = list(FLAGS.ids) if FLAGS.ids else list(split.val if FLAGS.split == "val" else split.test)
+    ids, missing = present_ids(data_dir, ids, FLAGS.allow_missing, what=FLAGS.split)
     found = find_workdir(model_path)
     workdir = FLAGS.workdir or (str(found) if found is not None else None)
     out_dir = FLAGS.out_dir or (os.path.join(workdir, f"eval_{FLAGS.split}") if workdir else None)
@@ -77,11 +81,15 @@ def main(argv: list[str]) -> None:
         raise InputError("--out_dir: required when --model is not inside a stage workdir")
     print(f"evaluating {model_path} on {len(ids)} {FLAGS.split} volumes of {cfg.name} "
           f"({no_tr}/{comb}) from {data_dir} -> {out_dir}", flush=True)
+    if missing:
+        print(f"warning: {len(missing)} {FLAGS.split} volume(s) absent from the data dir and left out: "
+              f"{', '.join(missing)}", flush=True)
     extra = {"dataset": cfg.name, "split": FLAGS.split, "no_of_tr_imgs": str(no_tr), "comb_tr_imgs": str(comb),
-             "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir),
+             "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir), "missing_ids": missing,
              "protocol": "native grid (undo crop/pad, linear resize of probabilities, argmax); Dice per class "
                          "over the 3-D volume; NaN (absent from GT and prediction) excluded; surface distances "
-                         "with header spacing, inf when one mask is empty, means over finite values"}
+                         "in mm with the voxel spacing recorded at preprocessing (voxels only when it is "
+                         "unknown), inf when one mask is empty, means over finite values"}
     run_evaluation(model, data_dir, ids, cfg, out_dir, num_plot_volumes=FLAGS.num_plot_volumes,
                    workdir=workdir, extra=extra, write_predictions=FLAGS.write_predictions)
     print(f"wrote {os.path.join(out_dir, 'summary.json')}, per_volume.csv, predictions/, plots/")

@@ -9,6 +9,8 @@ mean over test volumes of the mean foreground Dice), like Tables 1-2 of Chaitany
 Usage:
     python -m evaluation.aggregate --workdirs runs/a_c1,runs/a_c2,baseline=runs/b_c1 --out results
     python -m evaluation.aggregate --out results runs/*      # workdirs as positional arguments
+    python -m evaluation.aggregate --out results --reference medIA2023 runs/*/baseline runs/*/plc
+                                                             # + our numbers beside the paper's
 
 A workdir may be prefixed with ``<method>=`` to name its method; otherwise the method is
 ``config["method"]``, else the stage (``baseline<-<init stage>`` for a fine-tuned baseline), else the
@@ -28,6 +30,7 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.errors import InputError
 from evaluation.metrics import METRIC_NAMES
+from evaluation.reference import compare, format_comparison, load_reference
 from evaluation.report import rows_to_csv
 from workdir import has_config, read_config, read_eval_summary, stage_of
 
@@ -43,6 +46,7 @@ class Run:
     comb_tr_imgs: str
     seed: Any
     summary: dict[str, Any] = field(repr=False)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def method_label(config: dict[str, Any]) -> str | None:
@@ -97,7 +101,7 @@ def load_run(spec: str, eval_name: str = "eval_test") -> Run:
         dataset=str(summary.get("dataset") or config.get("dataset") or "?"),
         no_of_tr_imgs=str(_first(config.get("no_of_tr_imgs"), summary.get("no_of_tr_imgs"), "?")),
         comb_tr_imgs=str(_first(config.get("comb_tr_imgs"), summary.get("comb_tr_imgs"), "?")),
-        seed=config.get("seed"), summary=summary)
+        seed=config.get("seed"), summary=summary, config=config)
 
 
 def _first(*values: Any) -> Any:
@@ -189,23 +193,33 @@ def markdown_tables(runs: Sequence[Run]) -> str:
         structs = list(next(iter(by_run[(dataset, rows[0]["method"], rows[0]["no_of_tr_imgs"])]))
                        .summary.get("structures", {}).keys())
         out.append(f"\n### {dataset}: per structure Dice and surface distances\n")
-        head = ["method", "labeled"] + [f"Dice {s}" for s in structs] + ["HD95 (mm)", "ASSD (mm)", "HD95 (vox)"]
+        head = (["method", "labeled"] + [f"Dice {s}" for s in structs]
+                + ["HD95 (mm)", "ASSD (mm)", "HD95 (vox)", "ASSD (vox)"])
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for r in rows:
             members = by_run[(dataset, r["method"], r["no_of_tr_imgs"])]
             cells = [_fmt(*_mean_std([_score(m, "dice", s) for m in members])) for s in structs]
             cells += [_fmt(*_mean_std([_score(m, k, None) for m in members]), digits=2)
-                      for k in ("hd95_mm", "assd_mm", "hd95_vox")]
+                      for k in ("hd95_mm", "assd_mm", "hd95_vox", "assd_vox")]
             out.append(f"| {r['method']} | {r['no_of_tr_imgs']} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
 
-def write_results(runs: Sequence[Run], out_dir: str | os.PathLike) -> dict[str, str]:
-    """Write ``results.md``, ``results.csv`` (one row per setting) and ``runs.csv`` into ``out_dir``."""
+def write_results(runs: Sequence[Run], out_dir: str | os.PathLike, reference: str | None = None) -> dict[str, str]:
+    """Write ``results.md``, ``results.csv`` (one row per setting) and ``runs.csv`` into ``out_dir``.
+
+    With ``reference`` (a table of :mod:`evaluation.reference`, e.g. ``medIA2023``) also
+    ``reference.md`` and ``reference.csv``: our settings beside the paper's numbers.
+    """
     setting_rows, run_rows = aggregate(runs)
-    paths = {name: os.path.join(out_dir, name) for name in ("results.md", "results.csv", "runs.csv")}
+    names = ("results.md", "results.csv", "runs.csv") + (("reference.md", "reference.csv") if reference else ())
+    paths = {name: os.path.join(out_dir, name) for name in names}
+    if reference:
+        rows = compare(runs, reference)  # before writing anything: an unknown table is an error
+        atomic_write_text(paths["reference.md"], format_comparison(rows, reference))
+        atomic_write_text(paths["reference.csv"], rows_to_csv([{**r, "grids": "; ".join(r["grids"])} for r in rows]))
     atomic_write_text(paths["results.md"], markdown_tables(runs))
     atomic_write_text(paths["results.csv"], rows_to_csv(setting_rows))
     atomic_write_text(paths["runs.csv"], rows_to_csv(run_rows))
@@ -220,9 +234,13 @@ def main(argv: list[str]) -> None:
     specs = list(FLAGS.workdirs) + list(argv[1:])  # positional workdirs too (shell globs)
     if not specs:
         raise InputError("--workdirs: give at least one evaluated workdir")
+    if FLAGS.reference:
+        load_reference(FLAGS.reference)  # unknown name -> error before reading runs
     runs = [load_run(spec, FLAGS.eval_name) for spec in specs]
-    paths = write_results(runs, FLAGS.out)
+    paths = write_results(runs, FLAGS.out, FLAGS.reference)
     print(markdown_tables(runs))
+    if FLAGS.reference:
+        print(format_comparison(compare(runs, FLAGS.reference), FLAGS.reference))
     print("wrote " + ", ".join(paths.values()))
 
 
@@ -234,4 +252,6 @@ if __name__ == "__main__":
     flags.DEFINE_list("workdirs", [], "Evaluated workdirs, optionally prefixed '<method>='.")
     flags.DEFINE_string("eval_name", "eval_test", "Evaluation folder inside each workdir.")
     flags.DEFINE_string("out", "results", "Output folder for results.md / results.csv / runs.csv.")
+    flags.DEFINE_string("reference", None, "Also put the settings beside a published table "
+                        "(evaluation/reference_<name>.csv), e.g. medIA2023.")
     app.run(run_main(main))

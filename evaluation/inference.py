@@ -160,6 +160,19 @@ def native_spacing(native_img: Any) -> tuple[float, float, float]:
     return zooms + (1.0,) * (3 - len(zooms))  # type: ignore[return-value]
 
 
+def surface_spacing(meta: Mapping[str, Any], native_img: Any) -> tuple[float, float, float] | None:
+    """Voxel size in mm for surface distances, or ``None`` when preprocessing recorded it as unknown.
+
+    ``meta.json`` of the ``ssl4mis_h5`` layout (no spacing stored) and of ``original_cropped`` files
+    without a slice spacing has ``null`` entries in ``spacing``; then HD95 / ASSD can only be given
+    in voxels. Otherwise the header of the native label file is used, as before.
+    """
+    recorded = meta.get("spacing")
+    if isinstance(recorded, (list, tuple)) and any(v is None for v in recorded):
+        return None
+    return native_spacing(native_img)
+
+
 @dataclass(frozen=True)
 class ValidationResult:
     """Native-resolution Dice of several volumes.

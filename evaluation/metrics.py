@@ -1,4 +1,4 @@
-"""Segmentation metrics on 3-D label volumes: per-class Dice, HD95 and ASSD (mm or voxels).
+"""Segmentation metrics on 3-D label volumes: per-class Dice, HD95 and ASSD (mm and voxels).
 
 Definitions (A = ground-truth voxels of a class, B = predicted voxels of that class):
 
@@ -203,35 +203,44 @@ def assd(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
     return both if isinstance(both, float) else float(both.mean())
 
 
-METRIC_NAMES = ("dice", "hd95_mm", "assd_mm", "hd95_vox")
+METRIC_NAMES = ("dice", "hd95_mm", "assd_mm", "hd95_vox", "assd_vox")
+SURFACE_MM = ("hd95_mm", "assd_mm")
 
 
 @dataclass(frozen=True)
 class VolumeMetrics:
     """Per-class metrics of one volume; every array is ``(C,)`` with index = class (0 = background).
 
-    Surface metrics of the background class are not computed (NaN).
+    Surface metrics of the background class are not computed (NaN). The ``*_mm`` metrics are NaN
+    for every class when the voxel spacing is unknown (never computed as if voxels were 1 mm).
+    ``assd_vox`` defaults to NaN for callers that build the record without it.
     """
 
     dice: np.ndarray
     hd95_mm: np.ndarray
     assd_mm: np.ndarray
     hd95_vox: np.ndarray
+    assd_vox: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.assd_vox is None:
+            object.__setattr__(self, "assd_vox", np.full(np.shape(self.dice), np.nan))
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The metrics by name (keys of ``METRIC_NAMES``)."""
         return {name: getattr(self, name) for name in METRIC_NAMES}
 
 
-def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: Sequence[float],
+def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: Sequence[float] | None,
                    surface: bool = True) -> VolumeMetrics:
-    """Dice for all classes and HD95 / ASSD (mm) and HD95 (voxels) for the foreground classes.
+    """Dice for all classes; HD95 / ASSD in mm and in voxels for the foreground classes.
 
     Args:
         gt: integer ground truth ``(H0, W0, D)`` at native resolution.
         pred: integer prediction, same shape.
         num_classes: C.
-        spacing: voxel size ``(sx, sy, sz)`` in mm from the NIfTI header.
+        spacing: voxel size ``(sx, sy, sz)`` in mm, or ``None`` when it is unknown: then the mm
+            metrics are NaN and only the voxel (pixel) ones are computed.
         surface: compute the surface metrics (False leaves them NaN; Dice only is fast).
 
     Returns:
@@ -239,26 +248,28 @@ def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: 
     """
     gt = np.asarray(gt)
     pred = np.asarray(pred)
-    spacing = np.asarray(spacing, dtype=np.float64)
-    if spacing.shape != (gt.ndim,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(f"invalid voxel spacing {tuple(spacing)} for a volume of shape {gt.shape}")
+    if spacing is not None:
+        spacing = np.asarray(spacing, dtype=np.float64)
+        if spacing.shape != (gt.ndim,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+            raise InputError(f"invalid voxel spacing {tuple(spacing)} for a volume of shape {gt.shape}")
     dice = dice_per_class(gt, pred, num_classes)
-    hd_mm = np.full(num_classes, np.nan)
-    as_mm = np.full(num_classes, np.nan)
-    hd_vox = np.full(num_classes, np.nan)
+    out = {name: np.full(num_classes, np.nan) for name in METRIC_NAMES[1:]}
     if surface:
         for c in range(1, num_classes):
             a = gt == c
             b = pred == c
             rule = _empty_rule(a, b)
             if rule is not None:
-                hd_mm[c] = as_mm[c] = hd_vox[c] = rule
+                out["hd95_vox"][c] = out["assd_vox"][c] = rule
+                if spacing is not None:
+                    out["hd95_mm"][c] = out["assd_mm"][c] = rule
                 continue
-            d_ab, d_ba = surface_distances(a, b, spacing)
-            hd_mm[c] = _hd95_of(d_ab, d_ba, "pooled")
-            as_mm[c] = np.concatenate([d_ab, d_ba]).mean()
-            hd_vox[c] = _hd95_of(*surface_distances(a, b, None), "pooled")
-    return VolumeMetrics(dice=dice, hd95_mm=hd_mm, assd_mm=as_mm, hd95_vox=hd_vox)
+            units = (("mm", spacing), ("vox", None)) if spacing is not None else (("vox", None),)
+            for unit, sampling in units:
+                d_ab, d_ba = surface_distances(a, b, sampling)
+                out[f"hd95_{unit}"][c] = _hd95_of(d_ab, d_ba, "pooled")
+                out[f"assd_{unit}"][c] = np.concatenate([d_ab, d_ba]).mean()
+    return VolumeMetrics(dice=dice, **out)
 
 
 def foreground_mean(values: np.ndarray, finite_only: bool = False) -> float:
