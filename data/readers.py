@@ -69,13 +69,9 @@ class RawVolume:
         affine: (4, 4) image affine.
         header: image header (``None`` for the h5 layout, which has none).
         label_affine: (4, 4) affine of the label file (``None`` without label).
-<<<<<<< HEAD
-        label_header: header of the label file (``None`` without label).
-=======
         label_header: header of the label file (``None`` without label or header).
         source: the :class:`VolumeSource` it was read from.
         spacing_source: where ``spacing`` comes from: ``header``, ``--pixel_spacing`` or ``unknown``.
->>>>>>> issue8
     """
 
     id: str
@@ -86,11 +82,8 @@ class RawVolume:
     header: nib.Nifti1Header | None
     label_affine: np.ndarray | None
     label_header: nib.Nifti1Header | None
-<<<<<<< HEAD
-=======
     source: VolumeSource
     spacing_source: str = "header"
->>>>>>> issue8
 
 
 # ----------------------------------------------------------------------------------------------
