@@ -295,4 +295,4 @@ def read_volume(source: VolumeSource, num_classes: int) -> RawVolume:
             raise InputError(f"{lab.path}: label values outside 0..{num_classes - 1}")
         label_affine, label_header = lab.affine, lab.header
     return RawVolume(id=source.id, image=image, label=label, spacing=img.spacing, affine=img.affine,
-                     header=img.header, label_affine=label_affine, label_header=label_header)
+                     header=img.header, label_affine=label_affine, label_header=label_header, source=source)
