@@ -33,7 +33,16 @@ class DatasetConfig:
         batch_size: labeled batch size of supervised training (``mtask_bs``).
         batch_size_ft: default contrastive batch size (``batch_size_ft``).
         raw_layout: name of the raw reader used by ``data.preprocess`` (``acdc``, ``prostate_md``,
-            ``mmwhs``).
+            ``mmwhs``, ``custom``).
+        min_contrastive_classes: minimum number of distinct labels (background counts) a slice needs
+            to enter the contrastive part of the joint PLC batch (§3.4.2 steps 2-3); 0 means all
+            ``num_classes`` classes, the originals' rule (every built-in dataset).
+        input_channel: channel of multi-channel raw images the model was trained on (custom
+            datasets preprocessed with ``--channel``); ``predict.py`` uses it by default.
+        contrastive_background: the background is a class of the pseudo-label contrastive loss
+            (an anchor class and a prototype). The originals exclude it, which for a binary task
+            (C = 2) leaves one prototype per image: the intra-image loss is then exactly 0 and the
+            inter-image loss has no negatives. Custom binary datasets set it (README "Your own data").
     """
 
     name: str
@@ -49,12 +58,26 @@ class DatasetConfig:
     batch_size: int = 20
     batch_size_ft: int = 10
     raw_layout: str = ""
+    min_contrastive_classes: int = 0
+    input_channel: int | None = None
+    contrastive_background: bool = False
 
     def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"{self.name}: num_classes must be >= 2 (background and one structure)")
         if len(self.struct_names) != self.num_classes - 1:
             raise ValueError(f"{self.name}: struct_names must have num_classes-1 entries")
         if len(self.class_weights) != self.num_classes:
             raise ValueError(f"{self.name}: class_weights must have num_classes entries")
+        if not 1 <= self.min_seg_classes <= self.num_classes:
+            raise ValueError(f"{self.name}: min_seg_classes must lie in 1..num_classes")
+        if self.min_contrastive_classes != 0 and not 2 <= self.min_contrastive_classes <= self.num_classes:
+            raise ValueError(f"{self.name}: min_contrastive_classes must be 0 (all) or lie in 2..num_classes")
+
+    @property
+    def contrastive_classes(self) -> int:
+        """Distinct labels a slice needs for the contrastive batch (``num_classes`` when 0)."""
+        return self.min_contrastive_classes or self.num_classes
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,64 @@ def run_evaluation(model: Any, data_dir: str | os.PathLike, ids: Sequence[str], 
     if verbose:
         print(report.format_table(summary))
     return summary
+
+
+PROTOCOL = ("native grid (undo crop/pad, linear resize of probabilities, argmax); Dice per class over the 3-D "
+            "volume; NaN (absent from GT and prediction) excluded; surface distances with header spacing, inf "
+            "when one mask is empty, means over finite values")
+
+
+def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str | None = None,
+                   dataset: str | None = None, split: str = "test", no_of_tr_imgs: str | None = None,
+                   comb_tr_imgs: str | None = None, ids: Sequence[str] | None = None, out_dir: str | None = None,
+                   export_dir: str | None = None, num_plot_volumes: int = 3,
+                   write_predictions: bool = True) -> dict[str, Any]:
+    """``evaluate.py``: evaluate a trained model on the ``split`` volumes of its data directory.
+
+    Every argument left ``None`` comes from the workdir's ``config.json`` (``data_dir``, ``dataset``,
+    ``no_of_tr_imgs``, ``comb_tr_imgs``; ``tr1`` / ``c1`` otherwise); the dataset config from
+    :func:`evaluation.inference.model_dataset_config`. Writes ``out_dir`` (default
+    ``<workdir>/eval_<split>``) and, with ``export_dir``, a SavedModel.
+
+    Returns:
+        The evaluation summary.
+    """
+    import keras
+
+    import configs
+    from evaluation.export import data_n4, export_saved_model, metadata_for
+    from evaluation.inference import (config_value, find_workdir, load_model_and_dataset, model_dataset_config,
+                                      workdir_config)
+
+    config = workdir_config(workdir or model_path)
+    data_dir = data_dir or config_value(config, "data_dir")
+    if not data_dir:
+        raise InputError("--data_dir: not given and not recorded in the workdir config.json")
+    model, name = load_model_and_dataset(model_path, dataset or config_value(config, "dataset"), data_dir)
+    if name is None:
+        raise InputError("--dataset: unknown for this model (no workdir config.json); pass --dataset")
+    cfg = model_dataset_config(str(name), model_path, data_dir)
+    no_tr = no_of_tr_imgs or config_value(config, "no_of_tr_imgs") or "tr1"
+    comb = comb_tr_imgs or config_value(config, "comb_tr_imgs") or "c1"
+    lists = configs.get_split(cfg.name, str(no_tr), str(comb), data_dir=data_dir)
+    ids = list(ids) if ids else list(lists.val if split == "val" else lists.test)
+    found = find_workdir(model_path)
+    workdir = workdir or (str(found) if found is not None else None)
+    out_dir = out_dir or (os.path.join(workdir, f"eval_{split}") if workdir else None)
+    if out_dir is None:
+        raise InputError("--out_dir: required when --model is not inside a stage workdir")
+    print(f"evaluating {model_path} on {len(ids)} {split} volumes of {cfg.name} "
+          f"({no_tr}/{comb}) from {data_dir} -> {out_dir}", flush=True)
+    extra = {"dataset": cfg.name, "split": split, "no_of_tr_imgs": str(no_tr), "comb_tr_imgs": str(comb),
+             "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir), "protocol": PROTOCOL}
+    summary = run_evaluation(model, data_dir, ids, cfg, out_dir, num_plot_volumes=num_plot_volumes,
+                             workdir=workdir, extra=extra, write_predictions=write_predictions)
+    print(f"wrote {os.path.join(out_dir, 'summary.json')}, per_volume.csv, predictions/, plots/")
+    if export_dir:
+        if not isinstance(model, keras.Model):
+            raise InputError("--export_dir: the model is already a SavedModel")
+        metadata = metadata_for(cfg)
+        metadata["n4"] = data_n4(data_dir)
+        path = export_saved_model(model, export_dir, metadata)
+        print(f"exported SavedModel to {path}")
+    return summary

@@ -117,12 +117,14 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
 
 
 def metadata_for(config_or_dataset: Any) -> dict[str, Any]:
-    """Metadata of a ``configs.DatasetConfig`` (or dataset name) for ``plc_metadata.json``."""
-    from configs import get_config
+    """Metadata of a ``configs.DatasetConfig`` (or built-in dataset name) for ``plc_metadata.json``;
+    ``dataset_config`` holds the whole config (``predict.py`` reads a custom dataset's from it)."""
+    from configs import custom, get_config
 
     cfg = get_config(config_or_dataset) if isinstance(config_or_dataset, str) else config_or_dataset
     return {"dataset": cfg.name, "image_size": list(cfg.image_size),
-            "target_resolution": list(cfg.target_resolution), "struct_names": list(cfg.struct_names)}
+            "target_resolution": list(cfg.target_resolution), "struct_names": list(cfg.struct_names),
+            "dataset_config": custom.config_to_dict(cfg)}
 
 
 def data_n4(data_dir: str | os.PathLike | None) -> bool:
@@ -153,14 +155,14 @@ def run_cli(fv: Any) -> Path:
     """Export the model named by parsed flags ``fv``; returns the version folder."""
     import keras
 
-    from evaluation.inference import config_value, load_model_and_dataset, workdir_config
+    from evaluation.inference import config_value, load_model_and_dataset, model_dataset_config, workdir_config
 
     if not fv.model or not fv.export_dir:
         raise InputError("--model and --export_dir are required")
     model, dataset = load_model_and_dataset(fv.model, fv.dataset)
     if not isinstance(model, keras.Model):
         raise InputError(f"--model={fv.model}: is already a SavedModel")
-    metadata = metadata_for(dataset) if dataset else {}
+    metadata = metadata_for(model_dataset_config(str(dataset), fv.model)) if dataset else {}
     metadata["n4"] = data_n4(config_value(workdir_config(fv.model), "data_dir"))
     path = export_saved_model(model, fv.export_dir, metadata)
     print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "

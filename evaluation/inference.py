@@ -275,7 +275,8 @@ def config_value(config: Mapping[str, Any] | None, key: str) -> Any:
     return None
 
 
-def load_model_and_dataset(model_path: str, dataset: str | None = None) -> tuple[Any, str | None]:
+def load_model_and_dataset(model_path: str, dataset: str | None = None,
+                           data_dir: str | os.PathLike | None = None) -> tuple[Any, str | None]:
     """Load a model from a workdir, a ``.weights.h5`` file or a SavedModel folder.
 
     Args:
@@ -283,6 +284,8 @@ def load_model_and_dataset(model_path: str, dataset: str | None = None) -> tuple
             folder ``W/ckpt`` (newest checkpoint) or prefix, SavedModel version folder or SavedModel
             base folder (the highest version is used).
         dataset: dataset name overriding the one recorded with the model.
+        data_dir: preprocessed data directory (a ``custom`` dataset's config, when the model
+            records neither its class count nor its dataset config).
 
     Returns:
         ``(model, dataset)``: a Keras model, or a predictor for a SavedModel; the dataset name from
@@ -303,12 +306,60 @@ def load_model_and_dataset(model_path: str, dataset: str | None = None) -> tuple
     dataset = dataset or config_value(config, "dataset")
     num_classes = config_value(config, "num_classes")
     if num_classes is None and dataset is not None:
-        from configs import get_config
-
-        num_classes = get_config(str(dataset)).num_classes
+        num_classes = model_dataset_config(str(dataset), p, data_dir).num_classes
     if (p.is_dir() and (p / "checkpoint").is_file()) or Path(str(p) + ".index").is_file():
         return load_checkpoint_unet(checkpoint_prefix(p), num_classes), dataset
     return load_unet(str(p), num_classes=None if num_classes is None else int(num_classes)), dataset
+
+
+def recorded_dataset_config(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The dataset config recorded with a model: ``dataset_config`` of its workdir ``config.json``
+    (written by training) or of its SavedModel metadata (written by the export); None if absent."""
+    from evaluation.export import METADATA_PATH, latest_version
+
+    p = Path(model_path)
+    if p.exists() and is_saved_model(p):
+        version = p if (p / "saved_model.pb").is_file() else latest_version(p)
+        value = (_read_json(version / METADATA_PATH) or {}).get("dataset_config")
+    else:
+        value = config_value(workdir_config(p), "dataset_config")
+    return value if isinstance(value, dict) else None
+
+
+def model_dataset_config(dataset: str, model_path: str | os.PathLike, data_dir: str | os.PathLike | None = None):
+    """The ``configs.DatasetConfig`` to use with a model.
+
+    Built-in datasets: by name. ``custom``: from ``data_dir``'s ``dataset.json`` when ``data_dir`` is
+    given (evaluation), else as recorded with the model (:func:`recorded_dataset_config`), else from
+    the ``data_dir`` its workdir ``config.json`` names. When both the data dir and the model record
+    one, classes, image size and resolution must agree (the model would see other data than it
+    was trained on).
+
+    Raises:
+        InputError: unknown dataset, no config found, or a data dir that does not fit the model.
+    """
+    import configs
+
+    if dataset != configs.custom.NAME:
+        return configs.get_config(dataset)
+    recorded = recorded_dataset_config(model_path)
+    if data_dir is None:
+        if recorded is not None:
+            return configs.get_config(dataset, recorded=recorded)
+        data_dir = config_value(workdir_config(model_path), "data_dir")
+        if not data_dir:
+            raise InputError(f"--model={model_path}: no dataset config recorded with this custom-dataset model; "
+                             "pass --data_dir (the preprocessed data directory)")
+    cfg = configs.get_config(dataset, data_dir)
+    if recorded is not None:
+        trained = configs.get_config(dataset, recorded=recorded)
+        keys = ("num_classes", "image_size", "target_resolution")
+        diffs = [f"{k} {getattr(trained, k)} vs {getattr(cfg, k)}" for k in keys
+                 if getattr(trained, k) != getattr(cfg, k)]
+        if diffs:
+            raise InputError(f"--data_dir={data_dir}: preprocessed differently from the data --model={model_path} "
+                             f"was trained on ({'; '.join(diffs)})")
+    return cfg
 
 
 def checkpoint_prefix(path: str | os.PathLike) -> str | None:

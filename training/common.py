@@ -64,7 +64,10 @@ class StageEnv:
 
 
 def check_data_dir(data_dir: str, dataset: str, cfg: Any) -> None:
-    """``--data_dir`` must be a preprocessed directory of ``dataset`` with the config's image size."""
+    """``--data_dir`` must be a preprocessed directory of ``dataset`` with the config's image size.
+
+    (``custom``: ``configs.get_config`` has already read the config from this directory.)
+    """
     if not data_dir:
         raise InputError("--data_dir is required (a directory written by python -m data.preprocess)")
     meta = store.read_dataset_json(data_dir)
@@ -78,10 +81,10 @@ def check_data_dir(data_dir: str, dataset: str, cfg: Any) -> None:
 
 
 def resolve_dataset(conf: StageConfig) -> StageConfig:
-    """Add the dataset's fixed properties (classes, sizes, names) to the configuration."""
-    cfg = configs.get_config(conf.dataset)
+    """Add the dataset's fixed properties (classes, sizes, names, the whole config) to the configuration."""
+    cfg = configs.get_config(conf.dataset, conf.get("data_dir"))
     return conf.replace(num_classes=int(cfg.num_classes), image_size=list(cfg.image_size),
-                        struct_names=list(cfg.struct_names))
+                        struct_names=list(cfg.struct_names), dataset_config=configs.custom.config_to_dict(cfg))
 
 
 def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, str] | None = None) -> StageEnv:
@@ -94,10 +97,12 @@ def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, 
     """
     if not conf.get("workdir"):
         raise InputError("--workdir is required")
-    cfg = configs.get_config(conf.dataset)
+    if not conf.get("data_dir"):
+        raise InputError("--data_dir is required (a directory written by python -m data.preprocess)")
+    cfg = configs.get_config(conf.dataset, conf.data_dir)
     check_data_dir(conf.data_dir, conf.dataset, cfg)
     key = split_key or (conf.no_of_tr_imgs, conf.comb_tr_imgs)
-    split = configs.get_split(conf.dataset, *key)
+    split = configs.get_split(conf.dataset, *key, data_dir=conf.data_dir)
     strategy = strat.make_strategy(int(conf.get("num_replicas", 1)))
     chief = strat.is_chief(strategy)
     workdir = Path(conf.workdir)

@@ -156,7 +156,8 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
                     lab_images, lab_labels, unl_images, unl_labels, cfg.num_classes, cfg.min_seg_classes,
                     seg_batch=int(conf.batch_size), bt_size=int(conf.bt_size),
                     num_pos=int(conf.no_of_pos_eles), inter_image=int(conf.local_loss_exp_no) == 1,
-                    seed=seed0 + 7 * int(ctx.input_pipeline_id))
+                    seed=seed0 + 7 * int(ctx.input_pipeline_id), min_con_classes=cfg.contrastive_classes,
+                    contrastive_background=cfg.contrastive_background)
                 return joint_data.joint_dataset(
                     sampler, augment=bool(conf.data_aug), deform=bool(conf.rd_en),
                     intensity=bool(conf.ri_en), sigma=float(conf.sigma))

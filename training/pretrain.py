@@ -62,7 +62,7 @@ def run_pretrain(conf: common.StageConfig) -> dict[str, Any]:
 
     t_start = time.time()
     conf = common.resolve_dataset(conf)
-    cfg = configs.get_config(conf.dataset)
+    cfg = configs.get_config(conf.dataset, conf.data_dir)
     key = _pool_key(conf, cfg)
     stage = conf.stage
     if stage == "global" and int(conf.global_loss_exp_no) not in (0, 1, 2):
