@@ -73,7 +73,7 @@ def check_data_dir(data_dir: str, dataset: str, cfg: Any) -> None:
     meta = store.read_dataset_json(data_dir)
     if meta.get("dataset") not in (None, dataset):
         raise InputError(f"--data_dir={data_dir}: preprocessed for dataset {meta.get('dataset')!r}, "
-                         f"not {dataset!r}")
+                         f"not {dataset!r}; pass --dataset {meta.get('dataset')}")
     size = meta.get("image_size")
     if size is not None and tuple(int(s) for s in size) != tuple(cfg.image_size):
         raise InputError(f"--data_dir={data_dir}: image size {tuple(size)} differs from the "
