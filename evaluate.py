@@ -51,55 +51,17 @@ def main(argv: list[str]) -> None:
         raise InputError(f"--workdir={FLAGS.workdir}: directory not found")
     if not os.path.exists(model_path) and not os.path.isfile(model_path + ".index"):
         raise InputError(f"--model={model_path}: no such file or directory")
-    from workdir import find_workdir, is_saved_model, load_model, run_info
+    from workdir import is_saved_model
 
     if FLAGS.export_dir and is_saved_model(model_path):  # refuse before a long evaluation
         raise InputError(f"--export_dir: --model={model_path} is already a SavedModel")
-    import keras
+    from evaluation.evaluator import evaluate_model
 
-    import configs
-    from evaluation.evaluator import present_ids, run_evaluation
-    from evaluation.export import data_n4, export_saved_model, metadata_for
-
-    info = run_info(FLAGS.workdir or model_path)
-    model, dataset = load_model(model_path, FLAGS.dataset or info.dataset)
-    if dataset is None:
-        raise InputError("--dataset: unknown for this model (no workdir config.json); pass --dataset")
-    cfg = configs.get_config(str(dataset))
-    data_dir = FLAGS.data_dir or info.data_dir
-    if not data_dir:
-        raise InputError("--data_dir: not given and not recorded in the workdir config.json")
-    no_tr = FLAGS.no_of_tr_imgs or info.no_of_tr_imgs or "tr1"
-    comb = FLAGS.comb_tr_imgs or info.comb_tr_imgs or "c1"
-    split = configs.get_split(cfg.name, str(no_tr), str(comb))
-    ids = list(FLAGS.ids) if FLAGS.ids else list(split.val if FLAGS.split == "val" else split.test)
-    ids, missing = present_ids(data_dir, ids, FLAGS.allow_missing, what=FLAGS.split)
-    found = find_workdir(model_path)
-    workdir = FLAGS.workdir or (str(found) if found is not None else None)
-    out_dir = FLAGS.out_dir or (os.path.join(workdir, f"eval_{FLAGS.split}") if workdir else None)
-    if out_dir is None:
-        raise InputError("--out_dir: required when --model is not inside a stage workdir")
-    print(f"evaluating {model_path} on {len(ids)} {FLAGS.split} volumes of {cfg.name} "
-          f"({no_tr}/{comb}) from {data_dir} -> {out_dir}", flush=True)
-    if missing:
-        print(f"warning: {len(missing)} {FLAGS.split} volume(s) absent from the data dir and left out: "
-              f"{', '.join(missing)}", flush=True)
-    extra = {"dataset": cfg.name, "split": FLAGS.split, "no_of_tr_imgs": str(no_tr), "comb_tr_imgs": str(comb),
-             "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir), "missing_ids": missing,
-             "protocol": "native grid (undo crop/pad, linear resize of probabilities, argmax); Dice per class "
-                         "over the 3-D volume; NaN (absent from GT and prediction) excluded; surface distances "
-                         "in mm with the voxel spacing recorded at preprocessing (voxels only when it is "
-                         "unknown), inf when one mask is empty, means over finite values"}
-    run_evaluation(model, data_dir, ids, cfg, out_dir, num_plot_volumes=FLAGS.num_plot_volumes,
-                   workdir=workdir, extra=extra, write_predictions=FLAGS.write_predictions)
-    print(f"wrote {os.path.join(out_dir, 'summary.json')}, per_volume.csv, predictions/, plots/")
-    if FLAGS.export_dir:
-        if not isinstance(model, keras.Model):
-            raise InputError("--export_dir: the model is already a SavedModel")
-        metadata = metadata_for(cfg)
-        metadata["n4"] = data_n4(data_dir)
-        path = export_saved_model(model, FLAGS.export_dir, metadata)
-        print(f"exported SavedModel to {path}")
+    evaluate_model(model_path, workdir=FLAGS.workdir, data_dir=FLAGS.data_dir, dataset=FLAGS.dataset,
+                   split=FLAGS.split, no_of_tr_imgs=FLAGS.no_of_tr_imgs, comb_tr_imgs=FLAGS.comb_tr_imgs,
+                   ids=FLAGS.ids, out_dir=FLAGS.out_dir, export_dir=FLAGS.export_dir,
+                   num_plot_volumes=FLAGS.num_plot_volumes, write_predictions=FLAGS.write_predictions,
+                   allow_missing=FLAGS.allow_missing)
     sys.stdout.flush()
 
 

@@ -96,10 +96,14 @@ def _first_slices(labels: np.ndarray, keep: Callable[[np.ndarray], bool], count:
     return None
 
 
-def _first_full_label_slices(labels: np.ndarray, num_classes: int, count: int) -> Optional[np.ndarray]:
-    """Indices of the first ``count`` slices whose label set is exactly {0..C-1}, or None."""
-    wanted = np.arange(num_classes)
-    return _first_slices(labels, lambda values: np.array_equal(values, wanted), count)
+def _first_full_label_slices(labels: np.ndarray, num_classes: int, count: int,
+                             min_classes: Optional[int] = None) -> Optional[np.ndarray]:
+    """Indices of the first ``count`` slices whose label set is exactly {0..C-1} (``min_classes``
+    None or C), or that hold at least ``min_classes`` distinct labels, or None."""
+    if min_classes is None or int(min_classes) >= num_classes:
+        wanted = np.arange(num_classes)
+        return _first_slices(labels, lambda values: np.array_equal(values, wanted), count)
+    return _first_slices(labels, lambda values: values.size >= int(min_classes), count)
 
 
 def assemble_contrastive_batch(
@@ -110,12 +114,15 @@ def assemble_contrastive_batch(
     num_classes: int,
     inter_image: bool = True,
     bt_size: int = CONTRASTIVE_BT_SIZE,
+    min_classes: Optional[int] = None,
 ) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Select and pair the contrastive images of one iteration (ORIGINAL_SPEC §3.4.2 steps 2-3).
 
     From candidate slices drawn by the caller (300 labeled with GT, 300 unlabeled with pseudo-labels,
     step 1), keep in order the first ``bt_size // 2`` = 5 of each whose label set is exactly
-    {0, .., C-1}. Inter (``local_loss_exp_no=1``) lays out the hard-coded table
+    {0, .., C-1} (for C = 2: background and the structure; ``min_classes`` < C relaxes the rule to
+    slices with at least that many distinct labels, for datasets whose classes rarely share a
+    slice; the loss masks the classes a pair lacks). Inter (``local_loss_exp_no=1``) lays out the hard-coded table
 
         pair k   :  0  1  2  3  4  5  6  7  8  9
         image 1  : L0 L1 L2 L3 L4 U0 U0 U2 U2 U3
@@ -135,6 +142,8 @@ def assemble_contrastive_batch(
         num_classes: C, including background.
         inter_image: True for the inter table, False for the intra layout.
         bt_size: number of pairs; only 10 is supported (the table is hard-coded, §9.3.4).
+        min_classes: None (or C) for the originals' all-classes rule, else the minimum number of
+            distinct labels (background counts) of a selected slice, in 2..C.
 
     Returns:
         ``(images (20, H, W), labels (20, H, W))`` with rows ``[0, 10)`` the first images of the pairs
@@ -156,9 +165,11 @@ def assemble_contrastive_batch(
             f"assemble_contrastive_batch: images and labels differ in shape: {labeled_imgs.shape} vs "
             f"{labeled_lbls.shape}, {unlabeled_imgs.shape} vs {unlabeled_lbls.shape}"
         )
+    if min_classes is not None and not 2 <= int(min_classes) <= num_classes:
+        raise InputError(f"assemble_contrastive_batch: min_classes must lie in 2..{num_classes}, got {min_classes}")
     half = bt_size // 2
-    lab = _first_full_label_slices(labeled_lbls, num_classes, half)
-    unl = _first_full_label_slices(unlabeled_lbls, num_classes, half)
+    lab = _first_full_label_slices(labeled_lbls, num_classes, half, min_classes)
+    unl = _first_full_label_slices(unlabeled_lbls, num_classes, half, min_classes)
     if lab is None or unl is None:
         return None
     sel_imgs = np.concatenate([labeled_imgs[lab], unlabeled_imgs[unl]], axis=0)  # (10, H, W)

@@ -14,6 +14,7 @@ Usage:
     python -m data.preprocess --dataset acdc --layout original_cropped --raw_dir acdc_bias_corr_cropped --out_dir P
     python -m data.preprocess --dataset acdc --layout ssl4mis_h5 --raw_dir SSL4MIS/data/ACDC --out_dir P \
         [--pixel_spacing X,Y,Z]
+    python -m data.preprocess --dataset custom --raw_dir /data/Task05_Prostate --out_dir P --channel 0
 """
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ import nibabel as nib
 import numpy as np
 
 import configs
+from configs import custom
 from configs.base import DatasetConfig
 from data import geometry
 from common.errors import InputError
 from data.layouts import default_phases
-from data.readers import RawVolume
+from data.readers import RawVolume, VolumeSource, read_volume
 from data.spacing import Spacing, parse_pixel_spacing
 
 N4_CONVERGENCE_THRESHOLD = 0.001
@@ -179,6 +181,27 @@ def preprocessed_affine(affine: np.ndarray, meta: dict) -> np.ndarray:
     return out
 
 
+def select_ids(sources: list[VolumeSource], ids: Sequence[str] | None, raw_dir: Path) -> list[VolumeSource]:
+    """The sources whose id is in ``ids`` (all when ``ids`` is empty); unknown ids raise ``InputError``."""
+    if not ids:
+        return sources
+    known = {s.id for s in sources}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise InputError(f"--ids: unknown volume id(s) {', '.join(unknown)} in {raw_dir} "
+                         f"(found {len(known)}: {', '.join(sorted(known)[:6])}...)")
+    return [s for s in sources if s.id in set(ids)]
+
+
+def check_inputs(raw_dir: Path, out_dir: Path, n4: bool, n4_shrink: int) -> None:
+    """``--raw_dir`` exists, ``--out_dir`` may be replaced, ``--n4_shrink`` is valid."""
+    if not raw_dir.is_dir():
+        raise InputError(f"--raw_dir={raw_dir}: directory not found")
+    _check_dirs(raw_dir, out_dir)
+    if n4 and int(n4_shrink) < 1:
+        raise InputError(f"--n4_shrink={n4_shrink}: must be >= 1")
+
+
 def _check_dirs(raw_dir: Path, out_dir: Path) -> None:
     raw, out = raw_dir.resolve(), out_dir.resolve()
     if out == raw or raw in out.parents:
@@ -257,22 +280,17 @@ def preprocess_dataset(
     from common.atomic import atomic_dir
     from data.layouts import make_plan
 
+    if dataset == custom.NAME:
+        if phases and tuple(phases) != ("ED",):
+            raise InputError(f"--phases={','.join(phases)}: phases apply to ACDC-layout datasets only")
+        from data.preprocess_custom import preprocess_custom
+
+        return preprocess_custom(raw_dir, out_dir, n4=n4, n4_shrink=n4_shrink, ids=ids, progress=progress)
     cfg = configs.get_config(dataset)
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    if not raw_dir.is_dir():
-        raise InputError(f"--raw_dir={raw_dir}: directory not found")
-    _check_dirs(raw_dir, out_dir)
-    if n4 and int(n4_shrink) < 1:
-        raise InputError(f"--n4_shrink={n4_shrink}: must be >= 1")
+    check_inputs(raw_dir, out_dir, n4, n4_shrink)
     plan = make_plan(layout, cfg, raw_dir, phases, n4=n4, n4_shrink=n4_shrink, pixel_spacing=pixel_spacing)
-    sources = plan.sources
-    if ids:
-        known = {s.id for s in sources}
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise InputError(f"--ids: unknown volume id(s) {', '.join(unknown)} in {raw_dir} "
-                             f"(found {len(known)}: {', '.join(sorted(known)[:6])}...)")
-        sources = [s for s in sources if s.id in set(ids)]
+    sources = select_ids(plan.sources, ids, raw_dir)
     from tqdm import tqdm
 
     t0 = time.time()
@@ -325,6 +343,48 @@ def preprocess_dataset(
     return summary
 
 
+def process_source(source: VolumeSource, cfg: DatasetConfig, dest: Path, n4: bool = False,
+                   n4_shrink: int = 1) -> tuple[RawVolume, np.ndarray, np.ndarray | None]:
+    """Read, preprocess and write one raw volume into ``dest/<id>/``.
+
+    Returns:
+        The raw volume, the preprocessed image (D, H, W) and label (D, H, W) or None.
+    """
+    vol = read_volume(source, cfg.num_classes)
+    try:
+        img, lab, meta = preprocess_volume(vol.image, vol.spacing, cfg, vol.label, n4=n4, n4_shrink=n4_shrink)
+    except InputError as exc:
+        raise InputError(f"{source.image_path}: {exc}") from None
+    meta.update({
+        "id": vol.id,
+        "affine": np.asarray(vol.affine).tolist(),
+        "source_image": str(source.image_path),
+        "source_label": str(source.label_path) if source.label_path else None,
+        "info": {k: v for k, v in source.info.items()},
+    })
+    write_volume(dest, vol, img, lab, meta)
+    return vol, img, lab
+
+
+def dataset_summary(dataset: str, cfg: DatasetConfig, ids: Sequence[str], labeled: Sequence[str], slices: int,
+                    raw_dir: Path, n4: bool, n4_shrink: int, phases: Sequence[str] = ("ED",)) -> dict[str, Any]:
+    """The common part of ``dataset.json`` (docs/INTERFACES.md)."""
+    return {
+        "dataset": dataset,
+        "ids": list(ids),
+        "labeled_ids": list(labeled),
+        "n4": bool(n4),
+        "n4_shrink": int(n4_shrink) if n4 else None,
+        "phases": list(phases),
+        "image_size": list(cfg.image_size),
+        "target_resolution": list(cfg.target_resolution),
+        "num_classes": cfg.num_classes,
+        "struct_names": list(cfg.struct_names),
+        "num_slices": int(slices),
+        "raw_dir": str(Path(raw_dir).resolve()),
+    }
+
+
 def main(argv: list[str]) -> None:
     """absl entry point of ``python -m data.preprocess``."""
     from absl import flags
@@ -337,6 +397,15 @@ def main(argv: list[str]) -> None:
             raise InputError(f"--{name} is required")
     phases = tuple(p.strip() for p in FLAGS.phases.split(",") if p.strip()) if FLAGS.phases else None
     ids = [i.strip() for i in FLAGS.ids.split(",") if i.strip()] if FLAGS.ids else None
+    if FLAGS.dataset == custom.NAME:
+        if FLAGS.layout != "raw" or FLAGS.pixel_spacing:
+            raise InputError("--layout / --pixel_spacing: not for --dataset custom (an MSD / nnU-Net folder)")
+        s = _main_custom(FLAGS, phases, ids)
+        print(f"preprocessed {len(s['ids'])} volumes into {FLAGS.out_dir} in {s['seconds']:.1f} s")
+        return
+    given = [f"--{n}" for n in CUSTOM_FLAGS if FLAGS[n].present]
+    if given:
+        raise InputError(f"{', '.join(given)}: only for --dataset custom (the {FLAGS.dataset} config is fixed)")
     s = preprocess_dataset(FLAGS.dataset, FLAGS.raw_dir, FLAGS.out_dir, n4=FLAGS.n4, n4_shrink=FLAGS.n4_shrink,
                            phases=phases, ids=ids, progress=sys.stderr.isatty(), layout=FLAGS.layout,
                            pixel_spacing=parse_pixel_spacing(FLAGS.pixel_spacing))
@@ -350,11 +419,35 @@ def main(argv: list[str]) -> None:
     print(f"evaluation grid: {s['evaluation_grid']}; HD95/ASSD units: {s['surface_distance_units']}")
 
 
+CUSTOM_FLAGS = ("split_file", "target_resolution", "image_size", "channel", "seed", "min_seg_classes",
+                "min_contrastive_classes", "contrastive_background", "crf_params")
+
+
+def _main_custom(FLAGS: Any, phases: Sequence[str], ids: Sequence[str] | None) -> dict[str, Any]:
+    """``--dataset custom``: flags -> :func:`data.preprocess_custom.preprocess_custom`; prints what was derived."""
+    from data import custom_config as cc
+    from data.preprocess_custom import describe, preprocess_custom
+
+    if phases and tuple(phases) != ("ED",):
+        raise InputError(f"--phases={','.join(phases)}: phases apply to ACDC-layout datasets only")
+    s = preprocess_custom(
+        FLAGS.raw_dir, FLAGS.out_dir, split_file=FLAGS.split_file,
+        target_resolution=cc.parse_pair(FLAGS.target_resolution, "target_resolution", float),
+        image_size=cc.parse_pair(FLAGS.image_size, "image_size", int), channel=FLAGS.channel, seed=FLAGS.seed,
+        min_seg_classes=FLAGS.min_seg_classes, min_contrastive_classes=FLAGS.min_contrastive_classes,
+        crf_params=cc.parse_crf_params(FLAGS.crf_params), contrastive_background=FLAGS.contrastive_background,
+        n4=FLAGS.n4, n4_shrink=FLAGS.n4_shrink, ids=ids,
+        progress=sys.stderr.isatty())
+    print(describe(s))
+    return s
+
+
 def _define_flags() -> None:
     from absl import flags
 
-    flags.DEFINE_enum("dataset", None, list(configs.DATASETS), "dataset config to use")
-    flags.DEFINE_string("raw_dir", None, "input dataset directory (in the layout of --layout)")
+    flags.DEFINE_enum("dataset", None, list(configs.DATASETS), "dataset config to use (custom: an MSD / nnU-Net "
+                      "folder with its dataset.json)")
+    flags.DEFINE_string("raw_dir", None, "raw dataset directory (layout of the dataset's owners)")
     flags.DEFINE_string("out_dir", None, "output (preprocessed) data directory; replaced atomically")
     flags.DEFINE_bool("n4", False, "apply N4 bias-field correction before normalization")
     flags.DEFINE_integer("n4_shrink", 1, "in-plane shrink factor for the N4 fit (1 = full resolution; 2 is ~4x faster)")
@@ -366,6 +459,21 @@ def _define_flags() -> None:
     flags.DEFINE_string("pixel_spacing", None, "voxel size in mm for layouts that store none: MM (in-plane; slice "
                         "spacing unknown) or X,Y,Z; without it HD95/ASSD are reported in pixels only")
     flags.DEFINE_string("ids", None, "comma-separated subset of volume ids (default: all)")
+    # --dataset custom only (README "Your own data").
+    flags.DEFINE_string("split_file", None, 'custom: JSON splits {"tr1": {"c1": [ids]}, "unlabeled": [ids], '
+                        '"val": [ids], "test": [ids]} (default: derived from --seed)')
+    flags.DEFINE_string("target_resolution", None, "custom: in-plane resolution X,Y in mm (default: median spacing)")
+    flags.DEFINE_string("image_size", None, "custom: network input size H,W, multiples of 32 (default: derived)")
+    flags.DEFINE_integer("channel", None, "custom: channel of multi-channel images to segment")
+    flags.DEFINE_integer("seed", 0, "custom: seed of the default split")
+    flags.DEFINE_integer("min_seg_classes", None, "custom: labels a slice needs for the joint segmentation batch "
+                         "(default: derived)")
+    flags.DEFINE_integer("min_contrastive_classes", None, "custom: labels a slice needs for the joint contrastive "
+                         "batch (default: all classes, lowered when too few slices have them)")
+    flags.DEFINE_bool("contrastive_background", None, "custom: background as a class of the pseudo-label "
+                      "contrastive loss (default: on for binary tasks only)")
+    flags.DEFINE_string("crf_params", None, "custom: dense-CRF a_sxy,a_srgb,a_w1,g_sxy,g_w2,n_iter "
+                        "(default: the originals' 0.01,0.5,10,10,30,30)")
     flags.mark_flag_as_required("dataset")
 
 

@@ -14,6 +14,9 @@ Layouts:
 - ``mmwhs``: ``[mr_train/]mr_train_10NN_image.nii.gz`` + ``_label.nii.gz`` (labels
   205..850 remapped to 1..7), or the originals' ``<id>/img.nii.gz`` + ``<id>/seg.nii.gz``
   (labels already 0..7). Id ``"10NN"``.
+- ``custom``: an MSD / nnU-Net folder, listed by :mod:`data.msd_folder`; 3-D or 4-D images
+  (``VolumeSource.channel`` picks the channel of a 4-D file), labels on the image's grid
+  (shape and affine checked).
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ import numpy as np
 
 from configs.mmwhs import LABEL_MAP as MMWHS_LABEL_MAP
 from common.errors import InputError
-from data.nifti_io import NiftiVolume, check_same_grid, load_nifti, to_label_array
+from data.nifti_io import (NiftiVolume, check_same_affine, check_same_grid, load_nifti, select_channel,
+                           to_label_array)
 
 LAYOUTS = ("acdc", "prostate_md", "mmwhs")
 PHASES = ("ED", "ES")
@@ -46,6 +50,7 @@ class VolumeSource:
         label_path: label file, or ``None`` when the volume is unlabeled.
         label_encoding: ``"index"`` (values are class indices) or ``"mmwhs"`` (205..850 values).
         info: extra facts (ACDC: phase, frame number and the Info.cfg fields).
+        channel: ``custom`` layout: channel of a 4-D image file (``None``: the file must have one).
     """
 
     id: str
@@ -54,6 +59,7 @@ class VolumeSource:
     label_path: Path | None
     label_encoding: str = "index"
     info: dict = field(default_factory=dict, compare=False, hash=False)
+    channel: int | None = None
 
 
 @dataclass
@@ -278,15 +284,19 @@ def read_volume(source: VolumeSource, num_classes: int) -> RawVolume:
         InputError: any missing/corrupt file, wrong dimensions, NaN/Inf voxels, shape mismatch,
             out-of-range labels.
     """
-    ndims = (3, 4) if source.layout == "prostate_md" else (3,)
+    ndims = (3, 4) if source.layout in ("prostate_md", "custom") else (3,)
     img = load_nifti(source.image_path, ndims=ndims, what="image")
     image = np.asarray(img.data, dtype=np.float32)
-    if image.ndim == 4:
+    if source.layout == "custom":
+        image = select_channel(image, source.channel, source.image_path)
+    elif image.ndim == 4:
         image = image[..., 0]  # T2 channel (MSD channel 0); ADC dropped as in the originals
     label = label_affine = label_header = None
     if source.label_path is not None:
         lab = load_nifti(source.label_path, ndims=(3,), what="label")
         check_same_grid(img, lab, image.shape)
+        if source.layout == "custom":
+            check_same_affine(img, lab)
         if source.label_encoding == "mmwhs":
             label = remap_mmwhs(lab)
         else:

@@ -132,3 +132,68 @@ def present_ids(data_dir: str | os.PathLike, ids: Sequence[str], allow_missing: 
     if not present:
         raise InputError(f"--data_dir={data_dir}: none of the {len(ids)} {what} volumes is present")
     return present, missing
+PROTOCOL = ("native grid (undo crop/pad, linear resize of probabilities, argmax); Dice per class over the 3-D "
+            "volume; NaN (absent from GT and prediction) excluded; surface distances in mm with the voxel spacing "
+            "recorded at preprocessing (voxels only when it is unknown), inf when one mask is empty, means over "
+            "finite values")
+
+
+def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str | None = None,
+                   dataset: str | None = None, split: str = "test", no_of_tr_imgs: str | None = None,
+                   comb_tr_imgs: str | None = None, ids: Sequence[str] | None = None, out_dir: str | None = None,
+                   export_dir: str | None = None, num_plot_volumes: int = 3, write_predictions: bool = True,
+                   allow_missing: bool = False) -> dict[str, Any]:
+    """``evaluate.py``: evaluate a trained model on the ``split`` volumes of its data directory.
+
+    Every argument left ``None`` comes from the workdir's ``config.json`` (``data_dir``, ``dataset``,
+    ``no_of_tr_imgs``, ``comb_tr_imgs``; ``tr1`` / ``c1`` otherwise); the dataset config from
+    :func:`workdir.model_dataset_config`. Writes ``out_dir`` (default ``<workdir>/eval_<split>``)
+    and, with ``export_dir``, a SavedModel. Split volumes absent from the data dir are an error
+    unless ``allow_missing`` (then they are left out and listed in the summary).
+
+    Returns:
+        The evaluation summary.
+    """
+    import keras
+
+    import configs
+    from evaluation.export import data_n4, export_saved_model, metadata_for
+    from workdir import find_workdir, load_model, model_dataset_config, run_info
+
+    info = run_info(workdir or model_path)
+    data_dir = data_dir or info.data_dir
+    if not data_dir:
+        raise InputError("--data_dir: not given and not recorded in the workdir config.json")
+    model, name = load_model(model_path, dataset or info.dataset, data_dir=data_dir)
+    if name is None:
+        raise InputError("--dataset: unknown for this model (no workdir config.json); pass --dataset")
+    cfg = model_dataset_config(str(name), model_path, data_dir)
+    no_tr = no_of_tr_imgs or info.no_of_tr_imgs or "tr1"
+    comb = comb_tr_imgs or info.comb_tr_imgs or "c1"
+    lists = configs.get_split(cfg.name, str(no_tr), str(comb), data_dir=data_dir)
+    ids = list(ids) if ids else list(lists.val if split == "val" else lists.test)
+    ids, missing = present_ids(data_dir, ids, allow_missing, what=split)
+    found = find_workdir(model_path)
+    workdir = workdir or (str(found) if found is not None else None)
+    out_dir = out_dir or (os.path.join(workdir, f"eval_{split}") if workdir else None)
+    if out_dir is None:
+        raise InputError("--out_dir: required when --model is not inside a stage workdir")
+    print(f"evaluating {model_path} on {len(ids)} {split} volumes of {cfg.name} "
+          f"({no_tr}/{comb}) from {data_dir} -> {out_dir}", flush=True)
+    if missing:
+        print(f"warning: {len(missing)} {split} volume(s) absent from the data dir and left out: "
+              f"{', '.join(missing)}", flush=True)
+    extra = {"dataset": cfg.name, "split": split, "no_of_tr_imgs": str(no_tr), "comb_tr_imgs": str(comb),
+             "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir), "missing_ids": missing,
+             "protocol": PROTOCOL}
+    summary = run_evaluation(model, data_dir, ids, cfg, out_dir, num_plot_volumes=num_plot_volumes,
+                             workdir=workdir, extra=extra, write_predictions=write_predictions)
+    print(f"wrote {os.path.join(out_dir, 'summary.json')}, per_volume.csv, predictions/, plots/")
+    if export_dir:
+        if not isinstance(model, keras.Model):
+            raise InputError("--export_dir: the model is already a SavedModel")
+        metadata = metadata_for(cfg)
+        metadata["n4"] = data_n4(data_dir)
+        path = export_saved_model(model, export_dir, metadata)
+        print(f"exported SavedModel to {path}")
+    return summary

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.atomic import atomic_dir, atomic_write_json
 from common.errors import InputError
-from workdir import METADATA_PATH, load_model, run_info
+from workdir import METADATA_PATH, load_model, model_dataset_config, run_info
 
 if TYPE_CHECKING:
     import keras
@@ -107,12 +107,14 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
 
 
 def metadata_for(config_or_dataset: Any) -> dict[str, Any]:
-    """Metadata of a ``configs.DatasetConfig`` (or dataset name) for ``plc_metadata.json``."""
-    from configs import get_config
+    """Metadata of a ``configs.DatasetConfig`` (or built-in dataset name) for ``plc_metadata.json``;
+    ``dataset_config`` holds the whole config (``predict.py`` reads a custom dataset's from it)."""
+    from configs import custom, get_config
 
     cfg = get_config(config_or_dataset) if isinstance(config_or_dataset, str) else config_or_dataset
     return {"dataset": cfg.name, "image_size": list(cfg.image_size),
-            "target_resolution": list(cfg.target_resolution), "struct_names": list(cfg.struct_names)}
+            "target_resolution": list(cfg.target_resolution), "struct_names": list(cfg.struct_names),
+            "dataset_config": custom.config_to_dict(cfg)}
 
 
 def data_n4(data_dir: str | os.PathLike | None) -> bool:
@@ -148,7 +150,7 @@ def run_cli(fv: Any) -> Path:
     model, dataset = load_model(fv.model, fv.dataset)
     if not isinstance(model, keras.Model):
         raise InputError(f"--model={fv.model}: is already a SavedModel")
-    metadata = metadata_for(dataset) if dataset else {}
+    metadata = metadata_for(model_dataset_config(str(dataset), fv.model)) if dataset else {}
     metadata["n4"] = data_n4(run_info(fv.model).data_dir)
     path = export_saved_model(model, fv.export_dir, metadata)
     print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "

@@ -25,7 +25,7 @@ def test_dataset_constants():
     assert mm.unlabeled_pool == ("tr10", "c1")
     syn = configs.get_config("synthetic")
     assert syn.image_size == (64, 64) and syn.num_classes == 4 and syn.raw_layout == "acdc"
-    assert configs.DATASETS == ("acdc", "prostate_md", "mmwhs", "synthetic")
+    assert configs.DATASETS == ("acdc", "prostate_md", "mmwhs", "synthetic", "custom")  # custom: tests/test_custom_dataset.py
 
 
 def test_acdc_lists_match_spec():
@@ -104,7 +104,7 @@ def test_synthetic_splits_are_consistent():
         assert set(sp.labeled) <= set(s.labeled) and sp.unlabeled == s.labeled
 
 
-@pytest.mark.parametrize("dataset", configs.DATASETS)
+@pytest.mark.parametrize("dataset", configs.BUILTIN)
 def test_every_split_is_well_formed(dataset):
     table = getattr(configs, dataset).SPLITS
     width = 4 if dataset == "mmwhs" else 3

@@ -77,7 +77,7 @@ def test_plan_outputs(tmp_path):
     for name in ("b.nii.gz", "a.nii", "notes.txt"):
         (tmp_path / "in" / name).write_bytes(b"")
     jobs = segment.plan_outputs(tmp_path / "in", tmp_path / "out")
-    assert [(s.name, d) for s, d in jobs] == [("a.nii", tmp_path / "out" / "a.nii"),
+    assert [(s.name, d) for s, d, _ in jobs] == [("a.nii", tmp_path / "out" / "a.nii"),
                                               ("b.nii.gz", tmp_path / "out" / "b.nii.gz")]
     assert segment.plan_outputs(tmp_path / "in" / "a.nii", tmp_path)[0][1] == tmp_path / "a.nii"
     with pytest.raises(InputError, match="same folder"):

@@ -25,6 +25,7 @@ from workdir.records import (BEST_DIR, BEST_JSON, CONFIG, DEFAULT_DECODER_BLOCKS
                              metrics_path, num_classes_of, read_best, read_config, read_eval_summary,
                              read_metrics, read_summary, run_info, stage_of,
                              write_or_check_config, write_summary)
+from workdir.datasets import model_dataset_config, recorded_dataset_config
 from workdir.weights import (FINAL_DIR, METADATA_PATH, WEIGHTS_NAME, LoadedModel, ModelSource, is_saved_model,
                              latest_version, load_model, load_unet, model_source, restore_checkpoint, save_best,
                              save_final, save_weights_atomic, saved_model_metadata, saved_model_predictor)
@@ -33,8 +34,8 @@ __all__ = [
     "BEST_DIR", "BEST_JSON", "CONFIG", "DEFAULT_DECODER_BLOCKS", "FINAL_DIR", "METADATA_PATH", "METRICS",
     "SUMMARY", "WEIGHTS_NAME", "LoadedModel", "MetricsLog", "ModelSource", "RunInfo", "config_path",
     "decoder_blocks_of", "find_workdir", "has_config", "is_saved_model", "latest_version",
-    "load_model", "load_unet", "metrics_path", "model_source", "num_classes_of", "read_best", "read_config",
-    "read_eval_summary", "read_metrics", "read_summary", "restore_checkpoint", "run_info",
+    "load_model", "load_unet", "metrics_path", "model_dataset_config", "model_source", "num_classes_of", "read_best", "read_config",
+    "read_eval_summary", "read_metrics", "read_summary", "recorded_dataset_config", "restore_checkpoint", "run_info",
     "save_best", "save_final", "save_weights_atomic", "saved_model_metadata", "saved_model_predictor",
     "stage_of", "write_or_check_config", "write_summary",
 ]

@@ -238,16 +238,16 @@ class LoadedModel(NamedTuple):
 
 
 def _build(source: ModelSource, num_classes: int | None, dataset: str | None,
-           image_size: tuple[int | None, int | None]) -> Any:
+           image_size: tuple[int | None, int | None], data_dir: str | os.PathLike | None = None) -> Any:
     """A UNet with the weights of a ``weights`` / ``checkpoint`` source."""
     from models.unet import build_unet
 
     if num_classes is None and source.workdir is not None:
         num_classes = records.num_classes_of(source.workdir, dataset)
     elif num_classes is None and dataset is not None:
-        from configs import get_config
+        from workdir.datasets import model_dataset_config
 
-        num_classes = int(get_config(dataset).num_classes)
+        num_classes = int(model_dataset_config(dataset, source.path, data_dir).num_classes)
     if num_classes is None:
         raise InputError(f"{source.path}: number of classes unknown (no config.json with num_classes "
                          f"or dataset); pass --dataset")
@@ -268,7 +268,8 @@ def _build(source: ModelSource, num_classes: int | None, dataset: str | None,
 
 
 def load_model(path: str | os.PathLike, dataset: str | None = None, num_classes: int | None = None,
-               image_size: tuple[int | None, int | None] = (None, None)) -> LoadedModel:
+               image_size: tuple[int | None, int | None] = (None, None),
+               data_dir: str | os.PathLike | None = None) -> LoadedModel:
     """Load the model a path holds (the one loader of the project).
 
     Args:
@@ -277,6 +278,8 @@ def load_model(path: str | os.PathLike, dataset: str | None = None, num_classes:
             the workdir's config.json records none).
         num_classes: classes of the UNet (default: recorded with the model).
         image_size: input size of the built UNet (None = dynamic).
+        data_dir: preprocessed data directory (a ``custom`` dataset's config, when the model records
+            neither its class count nor its dataset config).
 
     Returns:
         ``(model, dataset)``.
@@ -289,7 +292,7 @@ def load_model(path: str | os.PathLike, dataset: str | None = None, num_classes:
         return LoadedModel(saved_model_predictor(source.path),
                            dataset or saved_model_metadata(source.path).get("dataset"))
     recorded = records.run_info(source.workdir).dataset if source.workdir is not None else None
-    return LoadedModel(_build(source, num_classes, dataset, image_size), dataset or recorded)
+    return LoadedModel(_build(source, num_classes, dataset, image_size, data_dir), dataset or recorded)
 
 
 def load_unet(path: str | os.PathLike, num_classes: int | None = None,

@@ -44,13 +44,16 @@ class StageEnv:
 
 
 def check_data_dir(data_dir: str, dataset: str, cfg: Any) -> None:
-    """``--data_dir`` must be a preprocessed directory of ``dataset`` with the config's image size."""
+    """``--data_dir`` must be a preprocessed directory of ``dataset`` with the config's image size.
+
+    (``custom``: ``configs.get_config`` has already read the config from this directory.)
+    """
     if not data_dir:
         raise InputError("--data_dir is required (a directory written by python -m data.preprocess)")
     meta = store.read_dataset_json(data_dir)
     if meta.get("dataset") not in (None, dataset):
         raise InputError(f"--data_dir={data_dir}: preprocessed for dataset {meta.get('dataset')!r}, "
-                         f"not {dataset!r}")
+                         f"not {dataset!r}; pass --dataset {meta.get('dataset')}")
     size = meta.get("image_size")
     if size is not None and tuple(int(s) for s in size) != tuple(cfg.image_size):
         raise InputError(f"--data_dir={data_dir}: image size {tuple(size)} differs from the "
@@ -60,7 +63,7 @@ def check_data_dir(data_dir: str, dataset: str, cfg: Any) -> None:
 def dataset_fields(cfg: Any) -> dict[str, Any]:
     """The dataset's fixed properties recorded in ``config.json`` beside the flags."""
     return {"num_classes": int(cfg.num_classes), "image_size": list(cfg.image_size),
-            "struct_names": list(cfg.struct_names)}
+            "struct_names": list(cfg.struct_names), "dataset_config": configs.custom.config_to_dict(cfg)}
 
 
 def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, str],
@@ -75,9 +78,11 @@ def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, 
     """
     if not conf.workdir:
         raise InputError("--workdir is required")
-    cfg = configs.get_config(conf.dataset)
+    if not conf.data_dir:
+        raise InputError("--data_dir is required (a directory written by python -m data.preprocess)")
+    cfg = configs.get_config(conf.dataset, conf.data_dir)
     check_data_dir(conf.data_dir, conf.dataset, cfg)
-    split = configs.get_split(conf.dataset, *split_key)
+    split = configs.get_split(conf.dataset, *split_key, data_dir=conf.data_dir)
     strategy = strat.make_strategy(int(conf.num_replicas))
     chief = strat.is_chief(strategy)
     workdir = Path(conf.workdir)

@@ -159,7 +159,8 @@ class JointTask(Task):
                 sampler = joint_sampler.JointSampler(
                     lab_images, lab_labels, unl_images, unl_labels, cfg.num_classes, cfg.min_seg_classes,
                     seg_batch=conf.batch_size, bt_size=conf.bt_size, num_pos=conf.no_of_pos_eles,
-                    inter_image=conf.local_loss_exp_no == 1, seed=seed0 + 7 * int(ctx.input_pipeline_id))
+                    inter_image=conf.local_loss_exp_no == 1, seed=seed0 + 7 * int(ctx.input_pipeline_id),
+                    min_con_classes=cfg.contrastive_classes, contrastive_background=cfg.contrastive_background)
                 return joint_sampler.joint_dataset(sampler, augment=bool(conf.data_aug), deform=bool(conf.rd_en),
                                                    intensity=bool(conf.ri_en), sigma=conf.sigma)
             return dataset_fn

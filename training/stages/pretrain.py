@@ -71,7 +71,7 @@ class PretrainTask(Task):
         """The volumes pre-trained on: ``--no_of_tr_imgs`` or the dataset's unlabeled pool."""
         if conf.no_of_tr_imgs:
             return (conf.no_of_tr_imgs, conf.comb_tr_imgs)
-        return tuple(configs.get_config(conf.dataset).unlabeled_pool)
+        return tuple(configs.get_config(conf.dataset, conf.data_dir).unlabeled_pool)
 
     @classmethod
     def config_extra(cls, conf: PretrainConfig) -> dict[str, Any]:
