@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from losses.pseudo_label_contrastive import (assemble_contrastive_batch, pseudo_label_local_contrastive_loss,
-                                              sample_anchors)
+from data.plc_selection import assemble_contrastive_batch, sample_anchors
+from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
 from pseudolabels import tta
 from data.joint_sampler import JointSampler, joint_dataset
 
