@@ -226,22 +226,30 @@ def write_results(runs: Sequence[Run], out_dir: str | os.PathLike, reference: st
     return paths
 
 
-def main(argv: list[str]) -> None:
-    """CLI entry point (absl)."""
-    from absl import flags
+def run(specs: Sequence[str], eval_name: str = "eval_test", out: str | os.PathLike = "results",
+        reference: str | None = None) -> dict[str, str]:
+    """``python -m evaluation.aggregate``: read the runs, print the tables, write the result files.
 
-    FLAGS = flags.FLAGS
-    specs = list(FLAGS.workdirs) + list(argv[1:])  # positional workdirs too (shell globs)
+    Args:
+        specs: evaluated workdirs, optionally prefixed ``<method>=``.
+        eval_name: evaluation folder inside each workdir.
+        out: output folder for results.md / results.csv / runs.csv.
+        reference: name of a published table to put beside ours (e.g. ``medIA2023``).
+
+    Returns:
+        The written files by name.
+    """
     if not specs:
         raise InputError("--workdirs: give at least one evaluated workdir")
-    if FLAGS.reference:
-        load_reference(FLAGS.reference)  # unknown name -> error before reading runs
-    runs = [load_run(spec, FLAGS.eval_name) for spec in specs]
-    paths = write_results(runs, FLAGS.out, FLAGS.reference)
+    if reference:
+        load_reference(reference)  # unknown name -> error before reading runs
+    runs = [load_run(spec, eval_name) for spec in specs]
+    paths = write_results(runs, out, reference)
     print(markdown_tables(runs))
-    if FLAGS.reference:
-        print(format_comparison(compare(runs, FLAGS.reference), FLAGS.reference))
+    if reference:
+        print(format_comparison(compare(runs, reference), reference))
     print("wrote " + ", ".join(paths.values()))
+    return paths
 
 
 if __name__ == "__main__":
@@ -254,4 +262,9 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", "results", "Output folder for results.md / results.csv / runs.csv.")
     flags.DEFINE_string("reference", None, "Also put the settings beside a published table "
                         "(evaluation/reference_<name>.csv), e.g. medIA2023.")
+
+    def main(argv: list[str]) -> None:
+        fv = flags.FLAGS  # positional workdirs too (shell globs)
+        run(list(fv.workdirs) + list(argv[1:]), fv.eval_name, fv.out, fv.reference)
+
     app.run(run_main(main))

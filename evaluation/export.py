@@ -141,36 +141,34 @@ def define_flags(flag_values: Any = None) -> None:
                         flag_values=fv)
 
 
-def run_cli(fv: Any) -> Path:
-    """Export the model named by parsed flags ``fv``; returns the version folder."""
+def export_model(model_path: str | None, export_dir: str | None, dataset: str | None = None) -> Path:
+    """``python -m evaluation.export``: export the UNet at ``model_path``; returns the version folder."""
     import keras
 
-    if not fv.model or not fv.export_dir:
+    if not model_path or not export_dir:
         raise InputError("--model and --export_dir are required")
-    model, dataset = load_model(fv.model, fv.dataset)
+    model, dataset = load_model(model_path, dataset)
     if not isinstance(model, keras.Model):
-        raise InputError(f"--model={fv.model}: is already a SavedModel")
-    metadata = metadata_for(model_dataset_config(str(dataset), fv.model)) if dataset else {}
-    metadata["n4"] = data_n4(run_info(fv.model).data_dir)
-    path = export_saved_model(model, fv.export_dir, metadata)
+        raise InputError(f"--model={model_path}: is already a SavedModel")
+    metadata = metadata_for(model_dataset_config(str(dataset), model_path)) if dataset else {}
+    metadata["n4"] = data_n4(run_info(model_path).data_dir)
+    path = export_saved_model(model, export_dir, metadata)
     print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "
           f"-> probabilities (N,H,W,C), labels (N,H,W) int32)")
     return path
 
 
-def main(argv: list[str]) -> None:
-    """CLI: ``python -m evaluation.export --model M --export_dir DIR [--dataset D]``."""
-    from absl import flags
-
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
-    run_cli(flags.FLAGS)
-
-
 if __name__ == "__main__":
-    from absl import app
+    from absl import app, flags
 
     from common.cli import run_main
 
     define_flags()
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+        fv = flags.FLAGS
+        export_model(fv.model, fv.export_dir, fv.dataset)
+
     app.run(run_main(main))

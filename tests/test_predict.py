@@ -106,14 +106,14 @@ def test_predict_and_export_scripts(tmp_path):
     fv = flags.FlagValues()  # the `python -m evaluation.export` CLI, parsed in-process
     export.define_flags(fv)
     fv(["export", f"--model={wd}", f"--export_dir={tmp_path / 'exp'}"])
-    export.run_cli(fv)
+    export.export_model(fv.model, fv.export_dir, fv.dataset)
     meta = json.loads((tmp_path / "exp" / "1" / export.METADATA_PATH).read_text())
     assert meta["dataset"] == "synthetic" and meta["n4"] is False
     with pytest.raises(InputError, match="already a SavedModel"):
         fv2 = flags.FlagValues()
         export.define_flags(fv2)
         fv2(["export", f"--model={tmp_path / 'exp'}", f"--export_dir={tmp_path / 'exp2'}"])
-        export.run_cli(fv2)
+        export.export_model(fv2.model, fv2.export_dir, fv2.dataset)
     proc = subprocess.run([sys.executable, "predict.py", f"--model={tmp_path / 'exp'}",
                            f"--input={tmp_path / 'scans'}", f"--output={tmp_path / 'segs'}"],
                           cwd=REPO, capture_output=True, text=True, env=ENV)
