@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
 
     import configs
     from evaluation.evaluator import run_evaluation
-    from evaluation.export import data_n4, export_saved_model, metadata_for
+    from evaluation.export import data_n4, describe_signatures, export_saved_model, metadata_for
 
     config = workdir_config(FLAGS.workdir or model_path)
     model, dataset = load_model_and_dataset(model_path, FLAGS.dataset or config_value(config, "dataset"))
@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
         metadata = metadata_for(cfg)
         metadata["n4"] = data_n4(data_dir)
         path = export_saved_model(model, FLAGS.export_dir, metadata)
-        print(f"exported SavedModel to {path}")
+        print(f"exported SavedModel to {path}: {describe_signatures(path)}")
     sys.stdout.flush()
 
 
