@@ -38,6 +38,7 @@ from training import common
 from training import joint_data
 from training import loop as loop_lib
 from training import steps
+from training import strategy as strat
 from training.pseudolabel_stage import load_kept, make_pseudo_labels, round_dir
 
 SHAPE_KEYS = ("bt_size", "no_of_pos_eles", "local_loss_exp_no", "n_iter_per_round", "rounds", "batch_size")
@@ -177,6 +178,7 @@ def run_joint(conf: common.StageConfig) -> dict[str, Any]:
             # Round end: continue from the most recently saved best state (release behaviour).
             keep = {k: int(getattr(state, k).numpy()) for k in ("skipped", "nonfinite")}
             last_val = float(state.last_val.numpy())
+            strat.barrier(strategy)  # multi-worker: the chief's best state is complete on disk
             restored = best_state.restore_latest()
             loop_lib.log(f"[joint] round {r} done: continuing from "
                          f"{best_state.latest if restored else 'the last weights (no best state saved)'}")
