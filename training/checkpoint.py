@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from data.atomic import atomic_write_json
+from data.atomic import atomic_write_json, remove_temp_leftovers
+
+# TensorFlow's checkpoint temporaries: the ``<prefix>_temp`` directory of a save in progress, the
+# ``*.tempstate<n>`` files of a merge and the ``checkpoint.tmp<hex>`` file of an index update.
+TF_TEMP_NAMES = (re.compile(r"^ckpt-\d+_temp$"), re.compile(r"\.tempstate\d+$"),
+                 re.compile(r"^checkpoint\.tmp[0-9a-f]+$"))
 
 
 class TrainState(tf.Module):
@@ -125,3 +131,9 @@ def partial_restore(checkpoint_prefix: str, **objects: Any) -> None:
     stage's resumable checkpoint when no ``.weights.h5`` file is available.
     """
     tf.train.Checkpoint(**objects).restore(checkpoint_prefix).expect_partial()
+
+
+def remove_stale_temps(workdir: str | os.PathLike) -> list[Path]:
+    """Delete temporaries of writes that a killed run of this stage left in ``workdir`` (checkpoints,
+    weights, JSON, pseudo-labels); ``eval_*`` folders (evaluate.py's) are left alone."""
+    return remove_temp_leftovers(workdir, extra=TF_TEMP_NAMES, skip_dirs=("eval_",))

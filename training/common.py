@@ -103,6 +103,10 @@ def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, 
     workdir = Path(conf.workdir)
     out_dir = strat.output_dir(workdir, strategy)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if chief:  # a run killed mid-write left temporaries beside its (intact) files
+        from training.checkpoint import remove_stale_temps
+
+        remove_stale_temps(out_dir)
     loop_lib.write_or_check_config(out_dir, dict(conf), tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys),
                                    is_chief=True)
     return StageEnv(conf=conf, cfg=cfg, split=split, strategy=strategy, workdir=workdir,
