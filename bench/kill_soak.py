@@ -164,7 +164,8 @@ def soak_stage(stage: str, data_dir: Path, workdir: Path, baseline_dir: Path, ki
             "resumed": sum(e["resumed"] for e in events),
             "writes_hit": {m: sum(e["write_in_progress"] for e in events if e["mode"] == m) for m in modes if m != "random"},
             "final_returncode": final.returncode, "final_run_seconds": round(time.time() - t0, 1),
-            "final_step": summary.get("step"), "expected_step": expected_steps(stage),
+            "final_step": None if summary.get("step") is None else int(summary["step"]),
+            "expected_step": expected_steps(stage),
             "final_log_tail": text[-600:] if final.returncode else None}
 
 

@@ -205,3 +205,18 @@ def test_segment_volume_fresh_process_agrees_with_predict_py(exported, tmp_path)
         total += ref.size
     print(f"segment_volume vs predict.py: {same}/{total} voxels agree")
     assert same / total >= 0.999, (same, total)
+
+
+def test_segment_volume_needs_the_dataset_geometry_and_says_so(tmp_path):
+    assert export.volume_geometry({"dataset": "acdc"}) == ((192, 192), (1.36719, 1.36719))
+    assert export.volume_geometry({"image_size": [64, 96], "target_resolution": [2, 3]}) == ((64, 96), (2.0, 3.0))
+    assert export.volume_geometry({}) is None  # unknown dataset: serving_default only
+    with pytest.raises(InputError, match="multiples of 32"):
+        export.volume_geometry({"image_size": [60, 64], "target_resolution": [1, 1]})
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / export.METADATA_PATH).write_text(json.dumps({"signatures": ["serving_default"]}))
+    assert "'segment_volume' not exported: dataset unknown (pass --dataset)" in export.describe_signatures(tmp_path)
+    (tmp_path / export.METADATA_PATH).write_text(json.dumps(
+        {"signatures": ["serving_default", "segment_volume"], "n4": True}))
+    text = export.describe_signatures(tmp_path)
+    assert "'segment_volume' (image (D,H0,W0)" in text and "does not apply N4" in text

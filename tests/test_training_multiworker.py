@@ -27,8 +27,8 @@ import pytest
 from tests._training_data import tiny_data  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT_S = 300
 WITH_JOINT = os.environ.get("PLC_MULTIWORKER_JOINT") == "1"
+TIMEOUT_S = 600 if WITH_JOINT else 300
 
 
 def _free_ports(n: int) -> list[int]:
