@@ -38,6 +38,7 @@ from training.config import SelfTrainConfig
 from training.engine import checkpoint as ck
 from training.engine import loop as loop_lib
 from training.engine import steps
+from training.engine import strategy as strat
 from training.engine.env import data_seed, load_labeled
 from training.engine.runner import Segment, StageRun, Task, labeled_arrays, run_stage
 from training.stages.pseudolabel import load_kept, make_pseudo_labels, round_dir
@@ -192,6 +193,7 @@ class JointTask(Task):
         state, n_per = run.state, self.conf.n_iter_per_round
         keep = {k: int(getattr(state, k).numpy()) for k in ("skipped", "nonfinite")}
         last_val = float(state.last_val.numpy())
+        strat.barrier(self.env.strategy)  # multi-worker: the chief's best state is complete on disk
         restored = self.best_state.restore_latest()
         loop_lib.log(f"[joint] round {r} done: continuing from "
                      f"{self.best_state.latest if restored else 'the last weights (no best state saved)'}")
