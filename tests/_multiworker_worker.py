@@ -71,6 +71,8 @@ def main(out: str, data_dir: str, w_base: str, w_joint: str | None = None) -> No
     task = int(strategy.cluster_resolver.task_id)
     res = {"pid": os.getpid(), "task": task, "replicas": int(strategy.num_replicas_in_sync),
            "chief": strat.is_chief(strategy), "start_s": time.time() - t0}
+    # The joint stage's skip decision: True on one worker only must read True on every worker.
+    res["any_worker"] = [strat.any_worker(strategy, task == 1), strat.any_worker(strategy, False)]
     units = [pm.data(1), pm.data(2)]
     for kind in ("baseline", "joint"):
         t1 = time.time()

@@ -78,6 +78,7 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tiny_data, tmp_
     res = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
     assert [r["task"] for r in res] == [0, 1] and [r["chief"] for r in res] == [True, False]
     assert all(r["replicas"] == 2 for r in res)
+    assert [r["any_worker"] for r in res] == [[True, False], [True, False]]  # collective skip decision
 
     # 1. One step on 2 workers with units u1, u2 == one step in one process with u1 U u2.
     from tests import _parity_models as pm
