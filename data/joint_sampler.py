@@ -156,15 +156,3 @@ def joint_dataset(sampler: JointSampler, augment: bool = True, deform: bool = Tr
                                        sampler.c_con),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(prefetch)
-
-
-def is_skipped(batch: Any, strategy: tf.distribute.Strategy) -> bool:
-    """True when any replica's unit of this step is invalid (the whole step is then skipped).
-
-    Multi-worker: the flags of the other workers' replicas are gathered too (a collective), so every
-    worker skips the same iterations.
-    """
-    from training.engine.strategy import any_worker
-
-    flags = strategy.experimental_local_results(batch["valid"])
-    return any_worker(strategy, not all(bool(f.numpy()) for f in flags))

@@ -122,8 +122,17 @@ class JointTask(Task):
                                    self.conf.lamda_local, jit_loss=self.env.xla.seg_losses)
 
     def skip_fn(self):
+        """True when any replica's unit of this step is invalid (the whole step is then skipped).
+
+        Multi-worker: the flags of the other workers' replicas are gathered too (a collective), so
+        every worker skips the same iterations.
+        """
         strategy = self.env.strategy
-        return lambda batch: joint_sampler.is_skipped(batch, strategy)
+
+        def skipped(batch: Any) -> bool:
+            flags = strategy.experimental_local_results(batch["valid"])
+            return strat.any_worker(strategy, not all(bool(f.numpy()) for f in flags))
+        return skipped
 
     def save_best(self, step: int, val_dice: float) -> None:
         wdir.save_best(self.unet, self.env.out_dir, step, val_dice)
