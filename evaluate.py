@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
 
     import configs
     from evaluation.evaluator import run_evaluation
-    from evaluation.export import data_n4, export_saved_model, metadata_for
+    from evaluation.export import data_n4_settings, export_saved_model, metadata_for
 
     config = workdir_config(FLAGS.workdir or model_path)
     model, dataset = load_model_and_dataset(model_path, FLAGS.dataset or config_value(config, "dataset"))
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
         if not isinstance(model, keras.Model):
             raise InputError("--export_dir: the model is already a SavedModel")
         metadata = metadata_for(cfg)
-        metadata["n4"] = data_n4(data_dir)
+        metadata.update(data_n4_settings(data_dir))
         path = export_saved_model(model, FLAGS.export_dir, metadata)
         print(f"exported SavedModel to {path}")
     sys.stdout.flush()

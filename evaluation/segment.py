@@ -81,18 +81,23 @@ def read_input_volume(path: str | os.PathLike, channel: int | None = None) -> tu
 
 
 def segment_volume(predictor: Predictor, cfg: Any, image: np.ndarray, spacing: tuple[float, ...],
-                   n4: bool = False, chunk: int = CHUNK) -> np.ndarray:
-    """Labels ``(H0, W0, D)`` int16 of a raw image ``(H0, W0, D)`` with voxel size ``spacing`` (mm)."""
+                   n4: bool = False, chunk: int = CHUNK, n4_shrink: int = 1) -> np.ndarray:
+    """Labels ``(H0, W0, D)`` int16 of a raw image ``(H0, W0, D)`` with voxel size ``spacing`` (mm).
+
+    ``n4`` / ``n4_shrink``: N4 correction as the training data's preprocessing did it (its
+    ``dataset.json``); another shrink factor gives another bias field, so other network inputs.
+    """
     from data.preprocess import preprocess_volume
 
-    pre, _, meta = preprocess_volume(image, spacing, cfg, n4=n4)  # (D, H, W)
+    pre, _, meta = preprocess_volume(image, spacing, cfg, n4=n4, n4_shrink=n4_shrink)  # (D, H, W)
     labels, _ = predict_native(predictor, pre, meta, chunk)  # (H0, W0, D)
     return labels
 
 
 def segment_file(predictor: Predictor, cfg: Any, in_path: str | os.PathLike, out_path: str | os.PathLike,
-                 n4: bool = False, channel: int | None = None, chunk: int = CHUNK) -> np.ndarray:
-    """Segment one NIfTI file and write the labels with the input's affine and header.
+                 n4: bool = False, channel: int | None = None, chunk: int = CHUNK, n4_shrink: int = 1) -> np.ndarray:
+    """Segment one NIfTI file and write the labels with the input's affine and header
+    (``n4`` / ``n4_shrink`` as :func:`segment_volume`).
 
     Returns:
         The label volume ``(H0, W0, D)`` int16.
@@ -102,7 +107,7 @@ def segment_file(predictor: Predictor, cfg: Any, in_path: str | os.PathLike, out
     if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
         raise InputError(f"{in_path}: voxel spacing missing or invalid in the header {zooms}")
     try:
-        labels = segment_volume(predictor, cfg, image, zooms, n4=n4, chunk=chunk)
+        labels = segment_volume(predictor, cfg, image, zooms, n4=n4, chunk=chunk, n4_shrink=n4_shrink)
     except InputError as exc:  # e.g. a constant image: name the file (a folder may hold many)
         raise InputError(str(exc) if str(in_path) in str(exc) else f"{in_path}: {exc}") from None
     atomic_save_nifti(label_image_like(labels, img), out_path)
