@@ -6,12 +6,17 @@ Dice at native resolution every ``val_every`` iterations, best weights kept in `
 
 With ``init_from`` a pre-training workdir this is the fine-tuning stage of the 2020 pipeline: the
 encoder (global stage) or the encoder and the first ``l`` decoder blocks (local stage) are copied
-(trainable weights only, BN statistics stay fresh, §8.1); the rest starts from random init.
+(trainable weights only, BN statistics stay fresh, §8.1); the rest starts from random init. From a
+baseline or joint workdir everything trainable is copied. ``init_from`` may also name a training
+checkpoint (``W/ckpt``: the newest; ``W/ckpt/ckpt-N``) or a ``.weights.h5`` file of a workdir: the
+kind comes from that workdir's ``config.json``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
@@ -30,7 +35,7 @@ from training import steps
 SHAPE_KEYS = ("batch_size",)
 
 
-def transfer_prefixes(init_conf: dict) -> tuple[str, ...]:
+def transfer_prefixes(init_conf: dict, init_from: str = "") -> tuple[str, ...]:
     """Prefixes copied from a pre-training workdir: ``enc_`` (+ the first l decoder blocks)."""
     stage = init_conf.get("stage")
     if stage == "global":
@@ -40,24 +45,66 @@ def transfer_prefixes(init_conf: dict) -> tuple[str, ...]:
         return ("enc_",) + decoder_block_prefixes(blocks)
     if stage in ("baseline", "joint"):
         return ("enc_", "dec_", "seg_")
-    raise InputError(f"--init_from: workdir of stage {stage!r} cannot initialize a supervised stage "
+    raise InputError(f"--init_from={init_from}: workdir of stage {stage!r} cannot initialize a supervised stage "
                      f"(expected a global, local or baseline workdir)")
 
 
-def init_from_workdir(unet: Any, init_from: str, num_classes: int) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class InitSource:
+    """What ``--init_from`` names: the weights to load and which layers to copy from them."""
+
+    path: str  # as given: a workdir, a training checkpoint (W/ckpt, W/ckpt/ckpt-N) or a .weights.h5 in a workdir
+    prefixes: tuple[str, ...]  # layer-name prefixes copied (by the kind of stage that wrote it)
+    num_classes: int  # of the source UNet
+    checkpoint: str | None  # checkpoint prefix when ``path`` is a training checkpoint
+
+
+def resolve_init_from(init_from: str, num_classes: int) -> InitSource:
+    """Check ``--init_from`` before anything is written; the kind of source comes from the
+    ``config.json`` of the workdir it is, or lies in (``W/ckpt``, ``W/best/model.weights.h5``).
+
+    Raises:
+        InputError: missing path, no stage workdir, a stage that cannot initialize a supervised
+            stage, another number of classes, a checkpoint folder without checkpoints.
+    """
+    from evaluation.inference import checkpoint_prefix, find_workdir
+
+    path = Path(init_from)
+    if not path.exists() and not Path(f"{init_from}.index").is_file():
+        raise InputError(f"--init_from={init_from}: no such file or directory")
+    workdir = find_workdir(path)
+    if workdir is None:
+        raise InputError(f"--init_from={init_from}: no config.json (not a stage workdir, nor a checkpoint or "
+                         f"weights file inside one)")
+    init_conf = common.read_workdir_config(workdir)
+    prefixes = transfer_prefixes(init_conf, init_from)
+    src_classes = int(init_conf.get("num_classes", num_classes))
+    if src_classes != num_classes and init_conf.get("stage") not in ("global", "local"):
+        raise InputError(f"--init_from={init_from}: {src_classes} classes, expected {num_classes}")
+    is_ckpt = (path.is_dir() and (path / "checkpoint").is_file()) or Path(f"{init_from}.index").is_file()
+    ckpt = checkpoint_prefix(path) if is_ckpt else None
+    if is_ckpt and ckpt is None:
+        raise InputError(f"--init_from={init_from}: checkpoint folder holds no checkpoint")
+    return InitSource(str(init_from), prefixes, src_classes, ckpt)
+
+
+def init_from_workdir(unet: Any, init_from: str | InitSource, num_classes: int) -> list[str]:
     """Copy weights from a previous stage into ``unet``; returns the copied layer names."""
-    init_conf = common.read_workdir_config(init_from)
-    if int(init_conf.get("num_classes", num_classes)) != num_classes and init_conf.get("stage") not in (
-            "global", "local"):
-        raise InputError(f"--init_from={init_from}: {init_conf.get('num_classes')} classes, expected {num_classes}")
-    src = load_unet(init_from, num_classes=int(init_conf.get("num_classes", num_classes)))
-    return transfer_weights(src, unet, transfer_prefixes(init_conf))
+    from evaluation.inference import load_checkpoint_unet
+
+    source = init_from if isinstance(init_from, InitSource) else resolve_init_from(init_from, num_classes)
+    if source.checkpoint is not None:
+        src = load_checkpoint_unet(source.checkpoint, source.num_classes)
+    else:
+        src = load_unet(source.path, num_classes=source.num_classes)
+    return transfer_weights(src, unet, source.prefixes)
 
 
 def run_supervised(conf: common.StageConfig) -> dict[str, Any]:
     """Run (or resume) the baseline / fine-tuning stage described by ``conf``; returns the summary."""
     t_start = time.time()
     conf = common.resolve_dataset(conf)
+    source = resolve_init_from(conf.init_from, int(conf.num_classes)) if conf.get("init_from") else None
     env = common.prepare(conf, SHAPE_KEYS)
     cfg, strategy = env.cfg, env.strategy
     labeled = common.load_labeled(conf.data_dir, env.split.labeled, "labeled")
@@ -72,8 +119,8 @@ def run_supervised(conf: common.StageConfig) -> dict[str, Any]:
                                    optimizer=optimizer, state=state)
     resumed = checkpointer.restore_latest()
     copied: list[str] = []
-    if not resumed and conf.get("init_from"):
-        copied = init_from_workdir(unet, conf.init_from, cfg.num_classes)
+    if not resumed and source is not None:
+        copied = init_from_workdir(unet, source, cfg.num_classes)
         loop_lib.log(f"[{conf.stage}] initialized {len(copied)} layers from {conf.init_from}")
     start = int(state.step.numpy())
     if resumed:
