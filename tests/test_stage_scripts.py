@@ -1,13 +1,14 @@
 """The stage scripts end to end through their real flags (in this process, as ``python <script>``
-runs them), on the tiny synthetic dataset: both pre-training stages of ``train_pretrain.py``,
-fine-tuning from each kind of ``--init_from`` and its errors, the exit status 3 of a diverged run,
-``--num_replicas 2`` through the real distribution path (a subprocess: logical devices must be
-configured before TensorFlow starts), and one learning run.
+runs them), on the tiny synthetic dataset: both pre-training stages of ``train_pretrain.py`` (the
+global one with ``--num_replicas 2`` through the real distribution path, in a subprocess: logical
+devices must be configured before TensorFlow starts), fine-tuning from each kind of
+``--init_from`` and its errors, the exit status 3 of a diverged run, and one learning run.
 
 Only public surfaces are read: exit status, stderr, and the files a stage writes (config.json,
 summary.json, metrics.json, best/, final/, ckpt/), with the loader evaluate.py uses."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -42,9 +43,10 @@ def _unet(path: Path | str):
     return load_model_and_dataset(str(path), "synthetic")[0]
 
 
-def _trainable(model) -> dict[str, list[np.ndarray]]:
-    """Layer name -> its trainable weights (layers with weights only)."""
-    return {layer.name: [w.numpy() for w in layer.trainable_weights] for layer in model.layers
+@functools.lru_cache(maxsize=None)
+def _trainable(path: Path | str) -> dict[str, list[np.ndarray]]:
+    """Layer name -> trainable weights of the UNet at ``path`` (layers with weights only)."""
+    return {layer.name: [w.numpy() for w in layer.trainable_weights] for layer in _unet(path).layers
             if layer.trainable_weights}
 
 
@@ -54,28 +56,45 @@ def _equal(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 @pytest.fixture(scope="module")
 def pretrained(tiny_data, tmp_path_factory):  # noqa: F811
-    """train_pretrain.py --stage global, then --stage local from it (l = 2), checkpoints every step."""
+    """``python train_pretrain.py --stage global --num_replicas 2`` (a subprocess: the logical
+    devices must be configured before TensorFlow starts), then ``--stage local`` from it (l = 2)
+    in this process; checkpoints every step."""
     import keras
 
     keras.utils.set_random_seed(1)
     root = tmp_path_factory.mktemp("pretrain")
     wg, wl = root / "gcl", root / "lcl"
-    g = _stage("train_pretrain.py", "global", tiny_data, wg, "--n_iter=2", "--bt_size=4", "--temp_fac=0.5",
-               "--ckpt_every=1", "--log_every=1")
+    cmd = [sys.executable, "train_pretrain.py", "--stage=global", "--dataset=synthetic", f"--data_dir={tiny_data}",
+           f"--workdir={wg}", "--jit_compile=false", "--num_replicas=2", "--n_iter=2", "--bt_size=4",
+           "--temp_fac=0.5", "--ckpt_every=1", "--log_every=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+                          text=True, timeout=900)
     loc = _stage("train_pretrain.py", "local", tiny_data, wl, f"--init_from={wg}", "--no_of_decoder_blocks=2",
                  "--n_iter=3", "--max_steps=2", "--ckpt_every=1", "--log_every=1")
-    return g.code, loc.code, wg, wl
+    return proc, loc.code, wg, wl
+
+
+def test_global_stage_on_two_replicas(pretrained):
+    """``--num_replicas 2`` through the real distribution path of a stage script: two logical CPU
+    devices, each replica with its own complete G^D batch (whole partition groups)."""
+    proc, _, wg, _ = pretrained
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = _json(wg / "summary.json")
+    assert (summary["replicas"], summary["step"], summary["nonfinite"]) == (2, 2, 0)
+    assert np.isfinite(summary["final_loss"])
+    assert _json(wg / "config.json")["num_replicas"] == 2
+    assert "replicas=2" in proc.stdout.strip().splitlines()[-1]
 
 
 def test_pretrain_script_global_then_local(pretrained):
-    g_code, l_code, wg, wl = pretrained
-    assert (g_code, l_code) == (0, 0)
+    proc, l_code, wg, wl = pretrained
+    assert (proc.returncode, l_code) == (0, 0)
     conf = _json(wg / "config.json")
     assert (conf["stage"], conf["bt_size"], conf["temp_fac"], conf["n_iter"]) == ("global", 4, 0.5, 2)
     assert _json(wg / "summary.json")["step"] == 2
     assert [e["step"] for e in _json(wg / "metrics.json")["train"]] == [1, 2]  # --log_every=1
     # The global stage trains the encoder only: between step 1 and 2 the encoder moved, the decoder not.
-    g1, g2 = _trainable(_unet(wg / "ckpt" / "ckpt-1")), _trainable(_unet(wg / "final" / "model.weights.h5"))
+    g1, g2 = _trainable(wg / "ckpt" / "ckpt-1"), _trainable(wg)  # wg: its final/
     assert not _equal(g1["enc_c1_a_conv"], g2["enc_c1_a_conv"]) and not _equal(g1["enc_c6_b_conv"], g2["enc_c6_b_conv"])
     assert all(_equal(g1[n], g2[n]) for n in g1 if not n.startswith("enc_"))
 
@@ -84,7 +103,7 @@ def test_pretrain_script_global_then_local(pretrained):
         "local", 2, str(wg), 2)
     summary = _json(wl / "summary.json")
     assert summary["step"] == 2 and np.isfinite(summary["final_loss"])  # --max_steps caps --n_iter
-    l1, l2 = _trainable(_unet(wl / "ckpt" / "ckpt-1")), _trainable(_unet(wl / "final" / "model.weights.h5"))
+    l1, l2 = _trainable(wl / "ckpt" / "ckpt-1"), _trainable(wl)
     # Encoder copied from the global stage and frozen; decoder blocks 1..2 trained, block 3 and later not.
     assert all(_equal(l2[n], g2[n]) for n in l2 if n.startswith("enc_"))
     for name in ("dec_dc6_conv", "dec_c5_a_conv", "dec_c4_b_conv"):
@@ -100,13 +119,13 @@ def learned(tiny_data, tmp_path_factory):  # noqa: F811
     keras.utils.set_random_seed(0)  # the UNet's initial weights
     wd = tmp_path_factory.mktemp("learn") / "baseline"
     run = _stage("train_selftrain.py", "baseline", tiny_data, wd, "--no_of_tr_imgs=tr8", "--batch_size=10",
-                 "--data_aug=0", "--n_iter=50", "--val_every=1000", "--ckpt_every=1000", "--seed=0")
+                 "--data_aug=0", "--n_iter=40", "--val_every=1000", "--ckpt_every=1000", "--seed=0")
     return run.code, wd
 
 
-# Validation Dice (mean foreground Dice at native resolution) of the learning run after 50 steps;
-# the untrained network scores about 0.03, the run about 0.2.
-LEARNED_DICE_FLOOR = 0.12
+# Validation Dice (mean foreground Dice at native resolution, 4 volumes) after 40 steps: measured
+# 0.31 (after 1 step: 0.08; unseeded initial weights gave 0.20 after 40 steps).
+LEARNED_DICE_FLOOR = 0.15
 
 
 def test_a_few_dozen_steps_learn(learned):
@@ -114,16 +133,12 @@ def test_a_few_dozen_steps_learn(learned):
     assert code == 0
     metrics = _json(wd / "metrics.json")
     losses = [e["loss"] for e in metrics["train"]]  # means over 10 steps
-    assert [e["step"] for e in metrics["train"]] == [10, 20, 30, 40, 50]
-    assert losses[-1] < 0.75 * losses[0], losses
+    assert [e["step"] for e in metrics["train"]] == [10, 20, 30, 40]
+    assert losses[-1] < 0.7 * losses[0], losses  # measured 0.78 -> 0.41
     val = {e["step"]: e["val_dice"] for e in metrics["val"]}
-    assert set(val) == {1, 50}
-    assert val[50] > LEARNED_DICE_FLOOR > val[1], val
-    assert _json(wd / "best" / "best.json") == {"step": 50, "val_dice": val[50]}
-
-
-def _ckpt_prefix(wl):
-    return str(wl / "ckpt" / "ckpt-1")
+    assert set(val) == {1, 40}
+    assert val[40] > LEARNED_DICE_FLOOR > val[1], val
+    assert _json(wd / "best" / "best.json") == {"step": 40, "val_dice": val[40]}
 
 
 @pytest.mark.parametrize("kind, prefixes", [
@@ -141,7 +156,7 @@ def test_fine_tuning_copies_what_each_kind_of_source_holds(kind, prefixes, pretr
     run = _stage("train_selftrain.py", "baseline", tiny_data, wf, f"--init_from={source}", "--n_iter=0",
                  "--no_of_tr_imgs=tr1")
     assert run.code == 0
-    src, got = _trainable(_unet(source)), _trainable(_unet(wf / "final" / "model.weights.h5"))
+    src, got = _trainable(source), _trainable(wf / "final" / "model.weights.h5")
     copied = [n for n in got if n.startswith(prefixes)]
     assert _json(wf / "summary.json")["transferred_layers"] == len(copied)
     for name in got:
@@ -150,7 +165,7 @@ def test_fine_tuning_copies_what_each_kind_of_source_holds(kind, prefixes, pretr
         elif name.endswith(("_conv", "_layer")):  # not copied: a fresh random kernel
             assert not np.array_equal(got[name][0], src[name][0]), name
     if kind == "checkpoint":  # the checkpoint given, not the workdir's final weights
-        final = _trainable(_unet(wl))
+        final = _trainable(wl)
         assert not _equal(got["dec_c5_a_conv"], final["dec_c5_a_conv"])
 
 
@@ -184,7 +199,7 @@ def test_a_diverged_stage_exits_with_status_3(tiny_data, tmp_path, capsys):  # n
     the script with status 3, the last good state checkpointed, no summary or final weights."""
     wd = tmp_path / "w"
     run = _stage("train_selftrain.py", "baseline", tiny_data, wd, "--lr_seg=1e30", "--n_iter=40", "--batch_size=2",
-                 "--data_aug=0", "--no_of_tr_imgs=tr1", "--val_every=1000", "--ckpt_every=10")
+                 "--data_aug=0", "--no_of_tr_imgs=tr1", "--val_every=0", "--ckpt_every=10")
     assert run.code == 3
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: 20 consecutive non-finite losses at step 21; stopped.") and str(wd / "ckpt") in err
@@ -192,19 +207,3 @@ def test_a_diverged_stage_exits_with_status_3(tiny_data, tmp_path, capsys):  # n
     assert "ckpt-20" in (wd / "ckpt" / "checkpoint").read_text()
     model = _unet(wd / "ckpt")  # the state after the one good step
     assert all(np.all(np.isfinite(w.numpy())) for w in model.weights)
-
-
-def test_two_replicas_through_the_stage_script(tiny_data, tmp_path):  # noqa: F811
-    wd = tmp_path / "w"
-    cmd = [sys.executable, "train_selftrain.py", "--stage=baseline", "--dataset=synthetic", f"--data_dir={tiny_data}",
-           f"--workdir={wd}", "--no_of_tr_imgs=tr1", "--num_replicas=2", "--n_iter=2", "--batch_size=2", "--data_aug=0",
-           "--val_every=1000", "--jit_compile=false"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = _json(wd / "summary.json")
-    assert (summary["replicas"], summary["step"], summary["nonfinite"]) == (2, 2, 0)
-    assert _json(wd / "config.json")["num_replicas"] == 2
-    assert "replicas=2" in proc.stdout.splitlines()[-1]
-    assert all(np.isfinite(e["loss"]) for e in _json(wd / "metrics.json")["train"])
-    assert 0.0 <= _json(wd / "best" / "best.json")["val_dice"] <= 1.0
