@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from unittest import mock
 
-from absl import app, flags
+from absl import app, flags, logging
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,9 @@ def run_script(script: str, argv: list[str] | tuple[str, ...] = (), capture: boo
         quiet: swallow what the script prints on stdout.
     """
     run = ScriptRun(code=0, stage_calls=[], replicas=[])
+    verbosity = logging.get_verbosity()  # absl.app and the stage scripts change it
     with contextlib.ExitStack() as stack:
+        stack.callback(logging.set_verbosity, verbosity)
         stack.enter_context(_own_flags())
         if capture:
             for _, module, name in STAGE_FUNCTIONS.values():
