@@ -3,11 +3,53 @@
     python run_pipeline.py --dataset synthetic --data_dir demo_out/preprocessed --out_dir demo_out/runs \
         --preset demo --methods baseline,plc
 """
-from absl import app
+from __future__ import annotations
 
-from data.errors import run_main
+import os
+
+from absl import app, flags
+
+import configs
+from common.cli import run_main
+from common.errors import InputError
 from training import pipeline
 
+OVERRIDABLE = [k for k in pipeline.PRESETS["paper"] if k != "crf"]
+
+flags.DEFINE_enum("dataset", "synthetic", list(configs.DATASETS), "dataset configuration")
+flags.DEFINE_string("data_dir", None, "preprocessed data directory")
+flags.DEFINE_string("out_dir", None, "root of the stage workdirs and results")
+flags.DEFINE_string("no_of_tr_imgs", "tr1", "labeled set")
+flags.DEFINE_string("comb_tr_imgs", "c1", "labeled combination")
+flags.DEFINE_list("methods", ["baseline", "plc"], f"methods to run, any of {','.join(pipeline.METHODS)}")
+flags.DEFINE_enum("preset", "paper", list(pipeline.PRESETS), "iteration settings")
+for _key in OVERRIDABLE:
+    flags.DEFINE_integer(_key, None, f"override the preset's {_key}")
+flags.DEFINE_integer("seed", 0, "seed of every stage")
+flags.DEFINE_bool("crf", None, "dense-CRF refinement of the pseudo-labels (default: the preset's)")
+flags.DEFINE_string("export_dir", None, "export the PLC model as a SavedModel here")
+flags.DEFINE_multi_string("extra", [], "extra flag passed to every training stage, e.g. --extra=--jit_compile=true")
+FLAGS = flags.FLAGS
+
+
+def options_from_flags(fv: flags.FlagValues = FLAGS) -> pipeline.PipelineOptions:
+    """The parsed flags as the pipeline's typed options."""
+    if not fv.data_dir or not fv.out_dir:
+        raise InputError("--data_dir and --out_dir are required")
+    overrides = {k: fv[k].value for k in OVERRIDABLE}
+    overrides["crf"] = None if fv.crf is None else int(fv.crf)
+    return pipeline.make_options(
+        fv.preset, overrides, dataset=fv.dataset, data_dir=os.path.abspath(fv.data_dir),
+        out_dir=os.path.abspath(fv.out_dir), no_of_tr_imgs=fv.no_of_tr_imgs, comb_tr_imgs=fv.comb_tr_imgs,
+        methods=fv.methods, seed=fv.seed, export_dir=fv.export_dir and os.path.abspath(fv.export_dir),
+        extra=fv.extra)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments: {argv[1:]}")
+    pipeline.run_pipeline(options_from_flags())
+
+
 if __name__ == "__main__":
-    pipeline.define_flags()
-    app.run(run_main(pipeline.main))
+    app.run(run_main(main))

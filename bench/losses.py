@@ -31,7 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from bench.timing import median_time
-from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors
+from data.plc_selection import sample_anchors
+from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 Measures slices per second (wall time, after a warm-up) of:
 
 * the labelling step alone, with a smooth random softmax map standing in for the network so that
-  the CRF cost is isolated: plain argmax, and the dense CRF (``training.crf``, the dataset's
+  the CRF cost is isolated: plain argmax, and the dense CRF (``pseudolabels.crf``, the dataset's
   parameters, 30 mean-field iterations) inline (1 worker) and with a process pool of N workers;
 * the whole ``generate_pseudo_labels`` (fake network, CRF on, NIfTI + manifest written) and the
   TTA agreement filter's own cost (two augmentations, inverse transforms, F1);
@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from training import crf as crf_lib  # noqa: E402
-from training import pseudo_labels as pl  # noqa: E402
-from training import tta as tta_lib  # noqa: E402
+from pseudolabels import crf as crf_lib  # noqa: E402
+from pseudolabels import generate as pl  # noqa: E402
+from pseudolabels import tta as tta_lib  # noqa: E402
 
 
 class _Volume:

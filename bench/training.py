@@ -1,6 +1,6 @@
 """Benchmark of the training engine; prints one JSON object on stdout.
 
-Measures, with the real step builders of ``training.steps`` (median seconds per step after a
+Measures, with the real step builders of ``training.engine.steps`` (median seconds per step after a
 warm-up that traces the step):
 
 * the baseline step (20 images) and the PLC joint step (one 40-image forward: 20 labeled + 20
@@ -8,9 +8,9 @@ warm-up that traces the step):
 * the joint step relative to a segmentation-only step with the same 40-image forward
   (``joint_compute(contrastive=False)``); target <= 1.10;
 * the input pipelines (``data.pipeline.labeled_batches`` and the joint host sampler
-  ``training.joint_data``) in batches/s, relative to the rate at which the step consumes them;
+  ``data.joint_sampler``) in batches/s, relative to the rate at which the step consumes them;
   target >= 3x;
-* pseudo-label generation (``training.pseudo_labels.generate_pseudo_labels``) in slices/s, with and
+* pseudo-label generation (``pseudolabels.generate.generate_pseudo_labels``) in slices/s, with and
   without the dense CRF, on synthetic-size volumes.
 
 Usage: ``python -m bench.training [--quick] [--steps N]``; ``--quick`` = demo size only, few steps.
@@ -32,12 +32,14 @@ import tensorflow as tf
 
 from bench.timing import median_time
 from data import pipeline
-from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors
+from data.plc_selection import sample_anchors
+from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
 from losses.segmentation import segmentation_loss
 from models.heads import build_h
 from models.unet import build_unet
-from training import joint_data, steps
-from training.strategy import resolve_jit
+from training.engine import steps
+from data import joint_sampler as joint_data
+from training.engine.strategy import resolve_jit
 
 C = 4
 
@@ -131,7 +133,7 @@ def bench_pseudo_labels(size: int, n_vols: int) -> dict[str, Any]:
     from configs import get_config
     from data.store import Volume
     from evaluation.inference import keras_predictor, predict_volume
-    from training.pseudo_labels import generate_pseudo_labels
+    from pseudolabels.generate import generate_pseudo_labels
 
     cfg = get_config("synthetic")
     rng = np.random.default_rng(2)

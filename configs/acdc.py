@@ -7,7 +7,8 @@ Extra split ``ssl4mis`` (DESIGN.md, evaluation conventions): the 70/10/20 patien
 the SSL4MIS family of papers, with both ED and ES volumes of every patient. Select it with
 ``--no_of_tr_imgs ssl4mis3`` (3 labeled patients) or ``ssl4mis7`` (7) and ``--comb_tr_imgs c1``.
 Its unlabeled set is the remaining training patients (ED+ES), disjoint from the labeled ones, as
-in SSL4MIS; it needs a data dir preprocessed with ``--phases ED,ES``.
+in SSL4MIS; it needs a data dir preprocessed with ``--phases ED,ES`` (the default of
+``--layout ssl4mis_h5``, which also checks an SSL4MIS copy's list files against these lists).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from data.errors import InputError
+from common.errors import InputError
 
 COMBS = ("c1", "c2", "c3", "c4", "c5")
 
@@ -29,11 +29,17 @@ class DatasetConfig:
             segmentation part of the joint PLC batch (§3.4.2 step 7).
         crf_params: dense-CRF parameters ``(a_sxy, a_srgb, a_w1, g_sxy, g_w2, n_iter)`` (§4.3).
         unlabeled_pool: ``(no_of_tr_imgs, comb_tr_imgs)`` whose labeled list is the unlabeled pool.
-        val_every: validation period in iterations (``val_step_update``).
-        batch_size: labeled batch size of supervised training (``mtask_bs``).
-        batch_size_ft: default contrastive batch size (``batch_size_ft``).
         raw_layout: name of the raw reader used by ``data.preprocess`` (``acdc``, ``prostate_md``,
-            ``mmwhs``).
+            ``mmwhs``, ``custom``).
+        min_contrastive_classes: minimum number of distinct labels (background counts) a slice needs
+            to enter the contrastive part of the joint PLC batch (§3.4.2 steps 2-3); 0 means all
+            ``num_classes`` classes, the originals' rule (every built-in dataset).
+        input_channel: channel of multi-channel raw images the model was trained on (custom
+            datasets preprocessed with ``--channel``); ``predict.py`` uses it by default.
+        contrastive_background: the background is a class of the pseudo-label contrastive loss
+            (an anchor class and a prototype). The originals exclude it, which for a binary task
+            (C = 2) leaves one prototype per image: the intra-image loss is then exactly 0 and the
+            inter-image loss has no negatives. Custom binary datasets set it (README "Your own data").
     """
 
     name: str
@@ -45,16 +51,27 @@ class DatasetConfig:
     min_seg_classes: int
     crf_params: tuple[float, float, float, float, float, int]
     unlabeled_pool: tuple[str, str]
-    val_every: int = 50
-    batch_size: int = 20
-    batch_size_ft: int = 10
     raw_layout: str = ""
+    min_contrastive_classes: int = 0
+    input_channel: int | None = None
+    contrastive_background: bool = False
 
     def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"{self.name}: num_classes must be >= 2 (background and one structure)")
         if len(self.struct_names) != self.num_classes - 1:
             raise ValueError(f"{self.name}: struct_names must have num_classes-1 entries")
         if len(self.class_weights) != self.num_classes:
             raise ValueError(f"{self.name}: class_weights must have num_classes entries")
+        if not 1 <= self.min_seg_classes <= self.num_classes:
+            raise ValueError(f"{self.name}: min_seg_classes must lie in 1..num_classes")
+        if self.min_contrastive_classes != 0 and not 2 <= self.min_contrastive_classes <= self.num_classes:
+            raise ValueError(f"{self.name}: min_contrastive_classes must be 0 (all) or lie in 2..num_classes")
+
+    @property
+    def contrastive_classes(self) -> int:
+        """Distinct labels a slice needs for the contrastive batch (``num_classes`` when 0)."""
+        return self.min_contrastive_classes or self.num_classes
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ CONFIG = DatasetConfig(
     raw_layout="acdc",
 )
 
-NUM_PATIENTS = 40
+NUM_PATIENTS = 40  # default --num_patients of ``python -m data.synthetic``; the splits below cover 001..040
 TEST = span(31, 40)
 VAL = span(27, 30)
 TRALL = span(1, 26)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
 
 SeedLike = tf.Tensor | Sequence[int]
 
@@ -154,7 +154,7 @@ def scale_transforms(scale: tf.Tensor, h: int, w: int) -> tf.Tensor:
     return tf.stack([kx, zeros, tx, zeros, ky, ty, zeros, zeros], axis=1)  # (N, 8)
 
 
-def fliplr_transforms(flip: tf.Tensor, h: int, w: int) -> tf.Tensor:
+def fliplr_transforms(flip: tf.Tensor, w: int) -> tf.Tensor:
     """Transforms of ``np.fliplr`` where ``flip`` (N,) bool is true, identity elsewhere."""
     sign = tf.where(flip, -1.0, 1.0)
     sign = tf.cast(sign, tf.float64)
@@ -187,7 +187,7 @@ def affine_transforms(draws: dict[str, tf.Tensor], active: tf.Tensor, h: int, w:
         [
             rotation_transforms(draws["angle"], h, w),
             scale_transforms(draws["scale"], h, w),
-            fliplr_transforms(draws["flip"], h, w),
+            fliplr_transforms(draws["flip"], w),
             rotation_transforms(tf.cast(draws["k"], tf.float64) * 45.0, h, w, exact45=True),
             identity,
         ],

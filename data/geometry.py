@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import skimage.transform
 
-from data.errors import InputError
+from common.errors import InputError
 
 
 def scale_factors(spacing: Sequence[float], target_resolution: Sequence[float]) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
-from data.errors import InputError
+from common.errors import InputError
 
 
 @dataclass
@@ -100,3 +100,38 @@ def check_same_grid(image: NiftiVolume, label: NiftiVolume, image_shape: tuple[i
             f"{label.path}: label shape {tuple(label.data.shape)} differs from image shape "
             f"{tuple(image_shape)} of {image.path}"
         )
+
+
+def check_same_affine(image: NiftiVolume, label: NiftiVolume, atol: float = 1e-3) -> None:
+    """Raise ``InputError`` unless the label's affine equals the image's (``atol`` in mm).
+
+    A label written on another grid (other origin, spacing or orientation) would be compared
+    voxel by voxel with the wrong anatomy.
+    """
+    diff = float(np.max(np.abs(np.asarray(label.affine) - np.asarray(image.affine))))
+    if not diff <= atol:
+        raise InputError(f"{label.path}: label affine differs from the affine of {image.path} "
+                         f"(largest difference {diff:.4g}); image and label must share one grid")
+
+
+def select_channel(data: np.ndarray, channel: int | None, path: str | os.PathLike) -> np.ndarray:
+    """The 3-D volume of channel ``channel`` of a 3-D or 4-D array ``(H, W, D[, K])``.
+
+    A 4-D array with one channel needs no ``channel``; with several it does.
+
+    Raises:
+        InputError: several channels and no ``channel``, a channel out of range, or a channel
+            asked of a 3-D image; naming ``path``.
+    """
+    if data.ndim == 4:
+        if channel is None:
+            if data.shape[3] != 1:
+                raise InputError(f"{path}: 4-D image with {data.shape[3]} channels {tuple(data.shape)}; "
+                                 f"choose one with --channel")
+            channel = 0
+        if not 0 <= channel < data.shape[3]:
+            raise InputError(f"--channel={channel}: {path} has {data.shape[3]} channels")
+        return data[..., channel]
+    if channel not in (None, 0):
+        raise InputError(f"--channel={channel}: {path} is a 3-D image")
+    return data

@@ -19,13 +19,13 @@ so that a replica never receives a slice of a mixed batch (DESIGN.md, "Distribut
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from data import augment as A
-from data.errors import InputError
+from common.errors import InputError
 
 SeedArg = int | Sequence[int]
 
@@ -382,21 +382,3 @@ def local_loss_batches(
         return tf.concat([view(x, k[1]), view(x, k[2])], axis=0)  # (24, H, W, 1)
 
     return _infinite(make, seed)
-
-
-# ----------------------------------------------------------------------------------------------
-# inference
-# ----------------------------------------------------------------------------------------------
-def iterate_volume(image: np.ndarray, chunk: int = 20) -> Iterator[np.ndarray]:
-    """Consecutive chunks of a (D, H, W) volume as network inputs, in slice order.
-
-    Yields:
-        (n, H, W, 1) float32 arrays, n = ``chunk`` except possibly the last.
-    """
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise InputError(f"iterate_volume: expected a (D, H, W) volume, got shape {image.shape}")
-    if chunk < 1:
-        raise InputError(f"iterate_volume: chunk must be >= 1, got {chunk}")
-    for start in range(0, image.shape[0], chunk):
-        yield image[start:start + chunk, :, :, None].astype(np.float32)

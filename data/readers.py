@@ -14,6 +14,9 @@ Layouts:
 - ``mmwhs``: ``[mr_train/]mr_train_10NN_image.nii.gz`` + ``_label.nii.gz`` (labels
   205..850 remapped to 1..7), or the originals' ``<id>/img.nii.gz`` + ``<id>/seg.nii.gz``
   (labels already 0..7). Id ``"10NN"``.
+- ``custom``: an MSD / nnU-Net folder, listed by :mod:`data.msd_folder`; 3-D or 4-D images
+  (``VolumeSource.channel`` picks the channel of a 4-D file), labels on the image's grid
+  (shape and affine checked).
 """
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ import nibabel as nib
 import numpy as np
 
 from configs.mmwhs import LABEL_MAP as MMWHS_LABEL_MAP
-from data.errors import InputError
-from data.nifti_io import NiftiVolume, check_same_grid, load_nifti, to_label_array
+from common.errors import InputError
+from data.nifti_io import (NiftiVolume, check_same_affine, check_same_grid, load_nifti, select_channel,
+                           to_label_array)
 
 LAYOUTS = ("acdc", "prostate_md", "mmwhs")
 PHASES = ("ED", "ES")
@@ -41,11 +45,12 @@ class VolumeSource:
 
     Attributes:
         id: volume id as used by the split lists (``"001"``, ``"001_ES"``, ``"000"``, ``"1001"``).
-        layout: ``acdc``, ``prostate_md`` or ``mmwhs``.
+        layout: ``acdc``, ``prostate_md``, ``mmwhs`` or ``original_cropped`` (``data.cropped``).
         image_path: image file.
         label_path: label file, or ``None`` when the volume is unlabeled.
         label_encoding: ``"index"`` (values are class indices) or ``"mmwhs"`` (205..850 values).
         info: extra facts (ACDC: phase, frame number and the Info.cfg fields).
+        channel: ``custom`` layout: channel of a 4-D image file (``None``: the file must have one).
     """
 
     id: str
@@ -54,6 +59,7 @@ class VolumeSource:
     label_path: Path | None
     label_encoding: str = "index"
     info: dict = field(default_factory=dict, compare=False, hash=False)
+    channel: int | None = None
 
 
 @dataclass
@@ -64,28 +70,31 @@ class RawVolume:
         id: volume id.
         image: (H0, W0, D) float32 image (prostate: T2 channel).
         label: (H0, W0, D) int16 class indices, or ``None``.
-        spacing: (x, y, z) voxel size in mm from the image header (``pixdim[1:4]``).
+        spacing: (x, y, z) voxel size in mm from the image header (``pixdim[1:4]``); the
+            ``original_cropped`` and ``ssl4mis_h5`` layouts give ``None`` for an unknown axis.
         affine: (4, 4) image affine.
-        header: image header.
+        header: image header (``None`` for the h5 layout, which has none).
         label_affine: (4, 4) affine of the label file (``None`` without label).
-        label_header: header of the label file (``None`` without label).
+        label_header: header of the label file (``None`` without label or header).
         source: the :class:`VolumeSource` it was read from.
+        spacing_source: where ``spacing`` comes from: ``header``, ``--pixel_spacing`` or ``unknown``.
     """
 
     id: str
     image: np.ndarray
     label: np.ndarray | None
-    spacing: tuple[float, float, float]
+    spacing: tuple[float | None, float | None, float | None]
     affine: np.ndarray
-    header: nib.Nifti1Header
+    header: nib.Nifti1Header | None
     label_affine: np.ndarray | None
     label_header: nib.Nifti1Header | None
     source: VolumeSource
+    spacing_source: str = "header"
 
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
-def _nifti(directory: Path, stem: str) -> Path:
+def nifti_path(directory: Path, stem: str) -> Path:
     """``stem.nii.gz`` if present, else ``stem.nii`` if present, else the ``.nii.gz`` path."""
     gz = directory / f"{stem}.nii.gz"
     if gz.exists():
@@ -94,11 +103,13 @@ def _nifti(directory: Path, stem: str) -> Path:
     return plain if plain.exists() else gz
 
 
-def _visible_entries(directory: Path) -> list[str]:
+def visible_entries(directory: Path) -> list[str]:
+    """Sorted entry names of ``directory`` without hidden ones (``.DS_Store``, ``._*`` forks)."""
     return sorted(n for n in os.listdir(directory) if not n.startswith("."))
 
 
-def _require_dir(raw_dir: Path) -> None:
+def require_dir(raw_dir: Path) -> None:
+    """``InputError`` naming ``--raw_dir`` unless it is a directory."""
     if not raw_dir.is_dir():
         raise InputError(f"--raw_dir={raw_dir}: directory not found")
 
@@ -152,7 +163,7 @@ def acdc_source(patient_dir: str | os.PathLike, phase: str = "ED") -> VolumeSour
     stem = f"{patient_dir.name}_frame{frame:02d}"
     vid = pid if phase == "ED" else f"{pid}_ES"
     return VolumeSource(
-        id=vid, layout="acdc", image_path=_nifti(patient_dir, stem), label_path=_nifti(patient_dir, stem + "_gt"),
+        id=vid, layout="acdc", image_path=nifti_path(patient_dir, stem), label_path=nifti_path(patient_dir, stem + "_gt"),
         info={"phase": phase, "frame": frame, **info},
     )
 
@@ -160,9 +171,9 @@ def acdc_source(patient_dir: str | os.PathLike, phase: str = "ED") -> VolumeSour
 def find_acdc(raw_dir: str | os.PathLike, phases: Sequence[str] = ("ED",)) -> list[VolumeSource]:
     """All volumes of an ACDC-layout directory (``raw_dir/training/patientXXX`` or ``raw_dir/patientXXX``)."""
     raw_dir = Path(raw_dir)
-    _require_dir(raw_dir)
+    require_dir(raw_dir)
     root = raw_dir / "training" if (raw_dir / "training").is_dir() else raw_dir
-    patients = [root / n for n in _visible_entries(root) if re.fullmatch(r"patient\d+", n) and (root / n).is_dir()]
+    patients = [root / n for n in visible_entries(root) if re.fullmatch(r"patient\d+", n) and (root / n).is_dir()]
     if not patients:
         raise InputError(f"--raw_dir={raw_dir}: no ACDC patientXXX folders found (in {root})")
     return [acdc_source(p, phase) for phase in phases for p in patients]
@@ -173,11 +184,11 @@ def find_acdc(raw_dir: str | os.PathLike, phases: Sequence[str] = ("ED",)) -> li
 def find_prostate(raw_dir: str | os.PathLike) -> list[VolumeSource]:
     """All cases of an MSD Task05 directory or of the originals' ``<id>/img.nii.gz`` layout."""
     raw_dir = Path(raw_dir)
-    _require_dir(raw_dir)
+    require_dir(raw_dir)
     for root in (raw_dir, raw_dir / "Task05_Prostate"):
         if (root / "imagesTr").is_dir():
             out = []
-            for name in _visible_entries(root / "imagesTr"):
+            for name in visible_entries(root / "imagesTr"):
                 m = re.fullmatch(r"prostate_(\d+)\.nii(\.gz)?", name)
                 if m:
                     out.append(VolumeSource(
@@ -186,9 +197,9 @@ def find_prostate(raw_dir: str | os.PathLike) -> list[VolumeSource]:
             if not out:
                 raise InputError(f"{root / 'imagesTr'}: no prostate_NN.nii.gz files found")
             return out
-    out = [VolumeSource(id=n, layout="prostate_md", image_path=_nifti(raw_dir / n, "img"),
-                        label_path=_nifti(raw_dir / n, "mask"))
-           for n in _visible_entries(raw_dir) if re.fullmatch(r"\d{3}", n) and (raw_dir / n).is_dir()]
+    out = [VolumeSource(id=n, layout="prostate_md", image_path=nifti_path(raw_dir / n, "img"),
+                        label_path=nifti_path(raw_dir / n, "mask"))
+           for n in visible_entries(raw_dir) if re.fullmatch(r"\d{3}", n) and (raw_dir / n).is_dir()]
     if not out:
         raise InputError(f"--raw_dir={raw_dir}: neither imagesTr/ (MSD) nor <id>/img.nii.gz folders found")
     return out
@@ -199,19 +210,19 @@ def find_prostate(raw_dir: str | os.PathLike) -> list[VolumeSource]:
 def find_mmwhs(raw_dir: str | os.PathLike) -> list[VolumeSource]:
     """All MR training volumes of MM-WHS (``mr_train/`` files or ``<id>/img.nii.gz`` folders)."""
     raw_dir = Path(raw_dir)
-    _require_dir(raw_dir)
+    require_dir(raw_dir)
     root = raw_dir / "mr_train" if (raw_dir / "mr_train").is_dir() else raw_dir
     out = []
-    for name in _visible_entries(root):
+    for name in visible_entries(root):
         m = re.fullmatch(r"mr_train_(\d{4})_image\.nii(\.gz)?", name)
         if m:
             out.append(VolumeSource(
                 id=m.group(1), layout="mmwhs", image_path=root / name,
-                label_path=_nifti(root, f"mr_train_{m.group(1)}_label"), label_encoding="mmwhs"))
+                label_path=nifti_path(root, f"mr_train_{m.group(1)}_label"), label_encoding="mmwhs"))
     if not out:
-        out = [VolumeSource(id=n, layout="mmwhs", image_path=_nifti(raw_dir / n, "img"),
-                            label_path=_nifti(raw_dir / n, "seg"))
-               for n in _visible_entries(raw_dir) if re.fullmatch(r"\d{4}", n) and (raw_dir / n).is_dir()]
+        out = [VolumeSource(id=n, layout="mmwhs", image_path=nifti_path(raw_dir / n, "img"),
+                            label_path=nifti_path(raw_dir / n, "seg"))
+               for n in visible_entries(raw_dir) if re.fullmatch(r"\d{4}", n) and (raw_dir / n).is_dir()]
     if not out:
         raise InputError(f"--raw_dir={raw_dir}: neither mr_train_10NN_image.nii.gz files nor <id>/img.nii.gz "
                          "folders found")
@@ -273,15 +284,19 @@ def read_volume(source: VolumeSource, num_classes: int) -> RawVolume:
         InputError: any missing/corrupt file, wrong dimensions, NaN/Inf voxels, shape mismatch,
             out-of-range labels.
     """
-    ndims = (3, 4) if source.layout == "prostate_md" else (3,)
+    ndims = (3, 4) if source.layout in ("prostate_md", "custom") else (3,)
     img = load_nifti(source.image_path, ndims=ndims, what="image")
     image = np.asarray(img.data, dtype=np.float32)
-    if image.ndim == 4:
+    if source.layout == "custom":
+        image = select_channel(image, source.channel, source.image_path)
+    elif image.ndim == 4:
         image = image[..., 0]  # T2 channel (MSD channel 0); ADC dropped as in the originals
     label = label_affine = label_header = None
     if source.label_path is not None:
         lab = load_nifti(source.label_path, ndims=(3,), what="label")
         check_same_grid(img, lab, image.shape)
+        if source.layout == "custom":
+            check_same_affine(img, lab)
         if source.label_encoding == "mmwhs":
             label = remap_mmwhs(lab)
         else:

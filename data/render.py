@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from data import store
-from data.errors import InputError
+from common.errors import InputError
 
 COLORS = ("#e41a1c", "#4daf4a", "#377eb8", "#ff7f00", "#984ea3", "#a65628", "#f781bf", "#999999")
 
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from absl import app, flags
 
-    from data.errors import run_main
+    from common.cli import run_main
 
     flags.DEFINE_string("data_dir", None, "preprocessed data directory (python -m data.preprocess)")
     flags.DEFINE_string("out_dir", None, "where to write <id>.png")

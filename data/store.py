@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import nibabel as nib
 import numpy as np
 
-from data.errors import InputError
+from common.errors import InputError
 from data.nifti_io import load_nifti
 
 
@@ -43,18 +43,25 @@ def _root(data_dir: str | os.PathLike) -> Path:
     return root
 
 
-def read_dataset_json(data_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``dataset.json`` of a data dir (``InputError`` if missing or unreadable)."""
-    path = _root(data_dir) / "dataset.json"
+def read_json(path: str | os.PathLike, missing: str, want_object: bool = True) -> Any:
+    """A JSON file; one-line ``InputError`` naming it if missing (``"<path>: <missing>"``), not valid
+    JSON, or (``want_object``) not a JSON object."""
+    path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: not found; is --data_dir a directory written by data.preprocess?")
+        raise InputError(f"{path}: {missing}")
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(info, dict):
+    if want_object and not isinstance(info, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(info).__name__}")
     return info
+
+
+def read_dataset_json(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``dataset.json`` of a data dir (``InputError`` if missing or unreadable)."""
+    return read_json(_root(data_dir) / "dataset.json",
+                     "not found; is --data_dir a directory written by data.preprocess?")
 
 
 def list_ids(data_dir: str | os.PathLike) -> list[str]:

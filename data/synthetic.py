@@ -38,7 +38,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from data.errors import InputError
+from common.errors import InputError
 
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "RV")
 
@@ -355,7 +355,7 @@ def generate(out_dir: str | os.PathLike, num_patients: int, seed: int = 0, progr
     """
     from tqdm import tqdm
 
-    from data.atomic import atomic_dir
+    from common.atomic import atomic_dir
 
     if not 1 <= int(num_patients) <= 999:
         raise InputError(f"--num_patients={num_patients}: must be between 1 and 999")
@@ -396,9 +396,10 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from absl import app, flags
 
-    from data.errors import run_main
+    from common.cli import run_main
+    from configs.synthetic import NUM_PATIENTS
 
     flags.DEFINE_string("out_dir", None, "output directory (ACDC layout: training/patientXXX/...)")
-    flags.DEFINE_integer("num_patients", 40, "number of patients")
+    flags.DEFINE_integer("num_patients", NUM_PATIENTS, "number of patients (the synthetic splits use 001..040)")
     flags.DEFINE_integer("seed", 0, "random seed (patient i depends only on (seed, i))")
     app.run(run_main(main))

@@ -9,6 +9,8 @@ mean over test volumes of the mean foreground Dice), like Tables 1-2 of Chaitany
 Usage:
     python -m evaluation.aggregate --workdirs runs/a_c1,runs/a_c2,baseline=runs/b_c1 --out results
     python -m evaluation.aggregate --out results runs/*      # workdirs as positional arguments
+    python -m evaluation.aggregate --out results --reference medIA2023 runs/*/baseline runs/*/plc
+                                                             # + our numbers beside the paper's
 
 A workdir may be prefixed with ``<method>=`` to name its method; otherwise the method is
 ``config["method"]``, else the stage (``baseline<-<init stage>`` for a fine-tuned baseline), else the
@@ -16,7 +18,6 @@ name of the workdir's parent folder.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic import atomic_write_text
-from data.errors import InputError
-from evaluation.inference import config_value
+from common.atomic import atomic_write_text
+from common.errors import InputError
 from evaluation.metrics import METRIC_NAMES
+from evaluation.reference import compare, format_comparison, load_reference
 from evaluation.report import rows_to_csv
+from workdir import has_config, read_config, read_eval_summary, stage_of
 
 
 @dataclass
@@ -44,40 +46,27 @@ class Run:
     comb_tr_imgs: str
     seed: Any
     summary: dict[str, Any] = field(repr=False)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def method_label(config: dict[str, Any]) -> str | None:
-    """Row label of a run from its ``config.json``.
+    """Row label of a run from its (flat) ``config.json``.
 
-    ``method`` if present (keys at the top level of ``config.json`` or one level down, as
-    ``evaluation.inference.config_value`` reads them); else the stage, with the stage it was initialized from for a
-    fine-tuned baseline (``baseline<-local`` = fine-tuned after GCL + LCL pre-training, ``baseline<-global``
+    ``method`` if present; else the stage, with the stage it was initialized from for a fine-tuned
+    baseline (``baseline<-local`` = fine-tuned after GCL + LCL pre-training, ``baseline<-global``
     = after GCL only), so random-init and fine-tuned baselines form different rows.
     """
-    if config_value(config, "method"):
-        return str(config_value(config, "method"))
-    stage = config_value(config, "stage")
+    if config.get("method"):
+        return str(config["method"])
+    stage = config.get("stage")
     if not stage:
         return None
-    init = config_value(config, "init_from")
+    init = config.get("init_from")
     if stage == "baseline" and init:
-        init_cfg = Path(str(init)) / "config.json"
-        init_stage = None
-        if init_cfg.is_file():
-            try:
-                init_stage = json.loads(init_cfg.read_text()).get("stage")
-            except (OSError, ValueError):
-                init_stage = None
+        try:
+            init_stage = stage_of(str(init))
+        except InputError:  # the init workdir is gone or unreadable: name it by its folder
+            init_stage = None
         return f"baseline<-{init_stage or Path(str(init)).name}"
     return str(stage)
 
@@ -101,19 +90,18 @@ def load_run(spec: str, eval_name: str = "eval_test") -> Run:
         summary_path = path / eval_name / "summary.json"
         if not summary_path.is_file():
             raise InputError(f"--workdirs: {summary_path} not found (run evaluate.py on {spec} first)")
-    summary = _read_json(summary_path)
-    if not isinstance(summary, dict) or not isinstance(summary.get("overall"), dict) \
-            or not isinstance(summary.get("structures"), dict):
-        raise InputError(f"--workdirs: {summary_path} is not an evaluate.py summary (no 'overall'/'structures'; "
-                         f"a stage's own W/summary.json is not one)")
-    config = _read_json(workdir / "config.json") if (workdir / "config.json").is_file() else {}
+    try:
+        summary = read_eval_summary(summary_path)
+    except InputError as exc:
+        raise InputError(f"--workdirs: {exc}") from None
+    config = read_config(workdir) if has_config(workdir) else {}
     method = method or method_label(config) or workdir.resolve().parent.name
     return Run(
         workdir=str(workdir), method=str(method),
-        dataset=str(summary.get("dataset") or config_value(config, "dataset") or "?"),
-        no_of_tr_imgs=str(_first(config_value(config, "no_of_tr_imgs"), summary.get("no_of_tr_imgs"), "?")),
-        comb_tr_imgs=str(_first(config_value(config, "comb_tr_imgs"), summary.get("comb_tr_imgs"), "?")),
-        seed=config_value(config, "seed"), summary=summary)
+        dataset=str(summary.get("dataset") or config.get("dataset") or "?"),
+        no_of_tr_imgs=str(_first(config.get("no_of_tr_imgs"), summary.get("no_of_tr_imgs"), "?")),
+        comb_tr_imgs=str(_first(config.get("comb_tr_imgs"), summary.get("comb_tr_imgs"), "?")),
+        seed=config.get("seed"), summary=summary, config=config)
 
 
 def _first(*values: Any) -> Any:
@@ -205,49 +193,78 @@ def markdown_tables(runs: Sequence[Run]) -> str:
         structs = list(next(iter(by_run[(dataset, rows[0]["method"], rows[0]["no_of_tr_imgs"])]))
                        .summary.get("structures", {}).keys())
         out.append(f"\n### {dataset}: per structure Dice and surface distances\n")
-        head = ["method", "labeled"] + [f"Dice {s}" for s in structs] + ["HD95 (mm)", "ASSD (mm)", "HD95 (vox)"]
+        head = (["method", "labeled"] + [f"Dice {s}" for s in structs]
+                + ["HD95 (mm)", "ASSD (mm)", "HD95 (vox)", "ASSD (vox)"])
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for r in rows:
             members = by_run[(dataset, r["method"], r["no_of_tr_imgs"])]
             cells = [_fmt(*_mean_std([_score(m, "dice", s) for m in members])) for s in structs]
             cells += [_fmt(*_mean_std([_score(m, k, None) for m in members]), digits=2)
-                      for k in ("hd95_mm", "assd_mm", "hd95_vox")]
+                      for k in ("hd95_mm", "assd_mm", "hd95_vox", "assd_vox")]
             out.append(f"| {r['method']} | {r['no_of_tr_imgs']} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
 
-def write_results(runs: Sequence[Run], out_dir: str | os.PathLike) -> dict[str, str]:
-    """Write ``results.md``, ``results.csv`` (one row per setting) and ``runs.csv`` into ``out_dir``."""
+def write_results(runs: Sequence[Run], out_dir: str | os.PathLike, reference: str | None = None) -> dict[str, str]:
+    """Write ``results.md``, ``results.csv`` (one row per setting) and ``runs.csv`` into ``out_dir``.
+
+    With ``reference`` (a table of :mod:`evaluation.reference`, e.g. ``medIA2023``) also
+    ``reference.md`` and ``reference.csv``: our settings beside the paper's numbers.
+    """
     setting_rows, run_rows = aggregate(runs)
-    paths = {name: os.path.join(out_dir, name) for name in ("results.md", "results.csv", "runs.csv")}
+    names = ("results.md", "results.csv", "runs.csv") + (("reference.md", "reference.csv") if reference else ())
+    paths = {name: os.path.join(out_dir, name) for name in names}
+    if reference:
+        rows = compare(runs, reference)  # before writing anything: an unknown table is an error
+        atomic_write_text(paths["reference.md"], format_comparison(rows, reference))
+        atomic_write_text(paths["reference.csv"], rows_to_csv([{**r, "grids": "; ".join(r["grids"])} for r in rows]))
     atomic_write_text(paths["results.md"], markdown_tables(runs))
     atomic_write_text(paths["results.csv"], rows_to_csv(setting_rows))
     atomic_write_text(paths["runs.csv"], rows_to_csv(run_rows))
     return paths
 
 
-def main(argv: list[str]) -> None:
-    """CLI entry point (absl)."""
-    from absl import flags
+def run(specs: Sequence[str], eval_name: str = "eval_test", out: str | os.PathLike = "results",
+        reference: str | None = None) -> dict[str, str]:
+    """``python -m evaluation.aggregate``: read the runs, print the tables, write the result files.
 
-    FLAGS = flags.FLAGS
-    specs = list(FLAGS.workdirs) + list(argv[1:])  # positional workdirs too (shell globs)
+    Args:
+        specs: evaluated workdirs, optionally prefixed ``<method>=``.
+        eval_name: evaluation folder inside each workdir.
+        out: output folder for results.md / results.csv / runs.csv.
+        reference: name of a published table to put beside ours (e.g. ``medIA2023``).
+
+    Returns:
+        The written files by name.
+    """
     if not specs:
         raise InputError("--workdirs: give at least one evaluated workdir")
-    runs = [load_run(spec, FLAGS.eval_name) for spec in specs]
-    paths = write_results(runs, FLAGS.out)
+    if reference:
+        load_reference(reference)  # unknown name -> error before reading runs
+    runs = [load_run(spec, eval_name) for spec in specs]
+    paths = write_results(runs, out, reference)
     print(markdown_tables(runs))
+    if reference:
+        print(format_comparison(compare(runs, reference), reference))
     print("wrote " + ", ".join(paths.values()))
+    return paths
 
 
 if __name__ == "__main__":
     from absl import app, flags
 
-    from data.errors import run_main
+    from common.cli import run_main
 
     flags.DEFINE_list("workdirs", [], "Evaluated workdirs, optionally prefixed '<method>='.")
     flags.DEFINE_string("eval_name", "eval_test", "Evaluation folder inside each workdir.")
     flags.DEFINE_string("out", "results", "Output folder for results.md / results.csv / runs.csv.")
+    flags.DEFINE_string("reference", None, "Also put the settings beside a published table "
+                        "(evaluation/reference_<name>.csv), e.g. medIA2023.")
+
+    def main(argv: list[str]) -> None:
+        fv = flags.FLAGS  # positional workdirs too (shell globs)
+        run(list(fv.workdirs) + list(argv[1:]), fv.eval_name, fv.out, fv.reference)
+
     app.run(run_main(main))

@@ -24,8 +24,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from data.atomic import atomic_dir, atomic_write_json
-from data.errors import InputError
+from common.atomic import atomic_dir, atomic_write_json
+from common.errors import InputError
+from workdir import METADATA_PATH, load_model, model_dataset_config, run_info
 
 if TYPE_CHECKING:
     import keras
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
-METADATA_PATH = os.path.join("assets.extra", "plc_metadata.json")
 
 
 def next_version(export_dir: str | os.PathLike) -> int:
@@ -46,16 +46,6 @@ def next_version(export_dir: str | os.PathLike) -> int:
     versions = [int(p.name) for p in export_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)] \
         if export_dir.is_dir() else []
     return max(versions, default=0) + 1
-
-
-def latest_version(export_dir: str | os.PathLike) -> Path | None:
-    """The highest numeric version folder holding a ``saved_model.pb`` (None if there is none)."""
-    export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        return None
-    versions = sorted((int(p.name), p) for p in export_dir.iterdir()
-                      if p.is_dir() and re.fullmatch(r"\d+", p.name) and (p / "saved_model.pb").is_file())
-    return versions[-1][1] if versions else None
 
 
 def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
@@ -117,12 +107,14 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
 
 
 def metadata_for(config_or_dataset: Any) -> dict[str, Any]:
-    """Metadata of a ``configs.DatasetConfig`` (or dataset name) for ``plc_metadata.json``."""
-    from configs import get_config
+    """Metadata of a ``configs.DatasetConfig`` (or built-in dataset name) for ``plc_metadata.json``;
+    ``dataset_config`` holds the whole config (``predict.py`` reads a custom dataset's from it)."""
+    from configs import custom, get_config
 
     cfg = get_config(config_or_dataset) if isinstance(config_or_dataset, str) else config_or_dataset
     return {"dataset": cfg.name, "image_size": list(cfg.image_size),
-            "target_resolution": list(cfg.target_resolution), "struct_names": list(cfg.struct_names)}
+            "target_resolution": list(cfg.target_resolution), "struct_names": list(cfg.struct_names),
+            "dataset_config": custom.config_to_dict(cfg)}
 
 
 def data_n4_settings(data_dir: str | os.PathLike | None) -> dict[str, Any]:
@@ -133,7 +125,7 @@ def data_n4_settings(data_dir: str | os.PathLike | None) -> dict[str, Any]:
     metadata.
     """
     path = Path(str(data_dir)) / "dataset.json" if data_dir else None
-    meta: dict[str, Any] = {}
+    meta: Any = {}
     if path is not None and path.is_file():
         try:
             meta = json.loads(path.read_text())
@@ -156,38 +148,34 @@ def define_flags(flag_values: Any = None) -> None:
                         flag_values=fv)
 
 
-def run_cli(fv: Any) -> Path:
-    """Export the model named by parsed flags ``fv``; returns the version folder."""
+def export_model(model_path: str | None, export_dir: str | None, dataset: str | None = None) -> Path:
+    """``python -m evaluation.export``: export the UNet at ``model_path``; returns the version folder."""
     import keras
 
-    from evaluation.inference import config_value, load_model_and_dataset, workdir_config
-
-    if not fv.model or not fv.export_dir:
+    if not model_path or not export_dir:
         raise InputError("--model and --export_dir are required")
-    model, dataset = load_model_and_dataset(fv.model, fv.dataset)
+    model, dataset = load_model(model_path, dataset)
     if not isinstance(model, keras.Model):
-        raise InputError(f"--model={fv.model}: is already a SavedModel")
-    metadata = metadata_for(dataset) if dataset else {}
-    metadata.update(data_n4_settings(config_value(workdir_config(fv.model), "data_dir")))
-    path = export_saved_model(model, fv.export_dir, metadata)
+        raise InputError(f"--model={model_path}: is already a SavedModel")
+    metadata = metadata_for(model_dataset_config(str(dataset), model_path)) if dataset else {}
+    metadata.update(data_n4_settings(run_info(model_path).data_dir))
+    path = export_saved_model(model, export_dir, metadata)
     print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "
           f"-> probabilities (N,H,W,C), labels (N,H,W) int32)")
     return path
 
 
-def main(argv: list[str]) -> None:
-    """CLI: ``python -m evaluation.export --model M --export_dir DIR [--dataset D]``."""
-    from absl import flags
-
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
-    run_cli(flags.FLAGS)
-
-
 if __name__ == "__main__":
-    from absl import app
+    from absl import app, flags
 
-    from data.errors import run_main
+    from common.cli import run_main
 
     define_flags()
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+        fv = flags.FLAGS
+        export_model(fv.model, fv.export_dir, fv.dataset)
+
     app.run(run_main(main))

@@ -2,23 +2,22 @@
 
 A *predictor* maps float32 slices ``(N, H, W, 1)`` to softmax probabilities ``(N, H, W, C)`` with
 batch normalization in inference mode. It wraps a Keras UNet (:func:`keras_predictor`) or a
-SavedModel exported by :mod:`evaluation.export` (:func:`saved_model_predictor`).
+SavedModel exported by :mod:`evaluation.export` (``workdir.saved_model_predictor``; models are
+loaded by ``workdir.load_model``).
 
 Volumes are predicted in chunks of 20 slices (ORIGINAL_SPEC §6.1) and mapped back to the native
 grid with :mod:`data.geometry` (undo crop/pad, linear resize of the probabilities, argmax).
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.errors import InputError
+from common.errors import InputError
 from evaluation.metrics import foreground_mean, volume_metrics
 
 CHUNK = 20
@@ -51,26 +50,6 @@ def keras_predictor(model: Any) -> Predictor:
         object.__setattr__(model, _CACHE_ATTR, predict)
     except (AttributeError, TypeError):
         pass
-    return predict
-
-
-def saved_model_predictor(path: str | os.PathLike) -> Predictor:
-    """Predictor of a SavedModel version folder (its ``serving_default`` signature)."""
-    import tensorflow as tf
-
-    try:
-        loaded = tf.saved_model.load(str(path))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot load SavedModel ({str(exc).splitlines()[0]})") from None
-    if "serving_default" not in loaded.signatures:
-        raise InputError(f"{path}: SavedModel has no 'serving_default' signature")
-    fn = loaded.signatures["serving_default"]
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        out = fn(images=tf.convert_to_tensor(x, tf.float32))
-        return out["probabilities"].numpy()
-
-    predict.saved_model = loaded  # keep the loaded object alive  # type: ignore[attr-defined]
     return predict
 
 
@@ -181,6 +160,19 @@ def native_spacing(native_img: Any) -> tuple[float, float, float]:
     return zooms + (1.0,) * (3 - len(zooms))  # type: ignore[return-value]
 
 
+def surface_spacing(meta: Mapping[str, Any], native_img: Any) -> tuple[float, float, float] | None:
+    """Voxel size in mm for surface distances, or ``None`` when preprocessing recorded it as unknown.
+
+    ``meta.json`` of the ``ssl4mis_h5`` layout (no spacing stored) and of ``original_cropped`` files
+    without a slice spacing has ``null`` entries in ``spacing``; then HD95 / ASSD can only be given
+    in voxels. Otherwise the header of the native label file is used, as before.
+    """
+    recorded = meta.get("spacing")
+    if isinstance(recorded, (list, tuple)) and any(v is None for v in recorded):
+        return None
+    return native_spacing(native_img)
+
+
 @dataclass(frozen=True)
 class ValidationResult:
     """Native-resolution Dice of several volumes.
@@ -223,131 +215,3 @@ def evaluate_volumes(model: Any, data_dir: str | os.PathLike, ids: Sequence[str]
     finite = scores[~np.isnan(scores)]
     return ValidationResult(ids=tuple(ids), dice=dice_arr, volume_scores=scores,
                             mean_dice=float(finite.mean()) if finite.size else float("nan"))
-
-
-# ---------------------------------------------------------------- model loading (scripts)
-
-
-def is_saved_model(path: str | os.PathLike) -> bool:
-    """True for a SavedModel folder or a base folder with numeric SavedModel versions."""
-    from evaluation.export import latest_version
-
-    p = Path(path)
-    return (p / "saved_model.pb").is_file() or latest_version(p) is not None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read JSON ({exc})") from None
-    return data if isinstance(data, dict) else None
-
-
-def find_workdir(model_path: str | os.PathLike) -> Path | None:
-    """The stage workdir (folder with ``config.json``) a model path is, or lies in, up to two levels."""
-    p = Path(model_path).resolve()
-    candidates = [p] if p.is_dir() else []
-    candidates += [p.parent, p.parent.parent]
-    for c in candidates:
-        if (c / "config.json").is_file():
-            return c
-    return None
-
-
-def workdir_config(model_path: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``config.json`` of the workdir a model path belongs to (workdir, its subfolder or file)."""
-    workdir = find_workdir(model_path)
-    return None if workdir is None else _read_json(workdir / "config.json")
-
-
-def config_value(config: Mapping[str, Any] | None, key: str) -> Any:
-    """A value from a workdir config, at the top level or one level down (e.g. under ``flags``)."""
-    if not config:
-        return None
-    if key in config:
-        return config[key]
-    for sub in config.values():
-        if isinstance(sub, Mapping) and key in sub:
-            return sub[key]
-    return None
-
-
-def load_model_and_dataset(model_path: str, dataset: str | None = None) -> tuple[Any, str | None]:
-    """Load a model from a workdir, a ``.weights.h5`` file or a SavedModel folder.
-
-    Args:
-        model_path: workdir (``best/`` preferred, then ``final/``), weights file, training checkpoint
-            folder ``W/ckpt`` (newest checkpoint) or prefix, SavedModel version folder or SavedModel
-            base folder (the highest version is used).
-        dataset: dataset name overriding the one recorded with the model.
-
-    Returns:
-        ``(model, dataset)``: a Keras model, or a predictor for a SavedModel; the dataset name from
-        the argument, the workdir ``config.json`` or the SavedModel metadata (None if unknown).
-    """
-    from evaluation.export import METADATA_PATH, latest_version
-
-    p = Path(model_path)
-    if not p.exists() and not Path(str(p) + ".index").is_file():
-        raise InputError(f"--model: {model_path} does not exist")
-    if is_saved_model(p):
-        version = p if (p / "saved_model.pb").is_file() else latest_version(p)
-        meta = _read_json(version / METADATA_PATH) or {}
-        return saved_model_predictor(version), dataset or meta.get("dataset")
-    from models.io import load_unet
-
-    config = workdir_config(p)
-    dataset = dataset or config_value(config, "dataset")
-    num_classes = config_value(config, "num_classes")
-    if num_classes is None and dataset is not None:
-        from configs import get_config
-
-        num_classes = get_config(str(dataset)).num_classes
-    if (p.is_dir() and (p / "checkpoint").is_file()) or Path(str(p) + ".index").is_file():
-        return load_checkpoint_unet(checkpoint_prefix(p), num_classes), dataset
-    return load_unet(str(p), num_classes=None if num_classes is None else int(num_classes)), dataset
-
-
-def checkpoint_prefix(path: str | os.PathLike) -> str | None:
-    """The newest TF checkpoint of a ``W/ckpt`` folder, or ``path`` itself if it is a checkpoint prefix."""
-    import tensorflow as tf
-
-    p = Path(path)
-    if p.is_dir() and (p / "checkpoint").is_file():
-        try:
-            return tf.train.latest_checkpoint(str(p))
-        except ValueError:  # empty or corrupt index file
-            return None
-    if Path(str(p) + ".index").is_file():
-        return str(p)
-    return None
-
-
-def load_checkpoint_unet(prefix: str | None, num_classes: Any) -> Any:
-    """Build a UNet and restore it from the ``model`` entry of a training checkpoint (``W/ckpt``).
-
-    Lets ``evaluate.py`` / ``predict.py`` use the latest state of a running or interrupted stage.
-
-    Raises:
-        InputError: no checkpoint, unknown number of classes, or a checkpoint whose ``model`` does not
-            fit the UNet (every UNet variable must be restored).
-    """
-    import tensorflow as tf
-
-    from models.unet import build_unet
-
-    if prefix is None:
-        raise InputError("--model: checkpoint folder holds no checkpoint yet")
-    if num_classes is None:
-        raise InputError(f"--model={prefix}: number of classes unknown (no config.json); pass --dataset")
-    model = build_unet(int(num_classes))
-    try:
-        status = tf.train.Checkpoint(model=model).restore(prefix)
-        status.expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"--model={prefix}: cannot restore a {num_classes}-class UNet ({first})") from None
-    return model

@@ -1,4 +1,4 @@
-"""Segmentation metrics on 3-D label volumes: per-class Dice, HD95 and ASSD (mm or voxels).
+"""Segmentation metrics on 3-D label volumes: per-class Dice, HD95 and ASSD (mm and voxels).
 
 Definitions (A = ground-truth voxels of a class, B = predicted voxels of that class):
 
@@ -11,11 +11,18 @@ Definitions (A = ground-truth voxels of a class, B = predicted voxels of that cl
   ``medpy.metric.binary``. Directed distances ``d(S(A) -> S(B))`` are the Euclidean distances (in mm
   with ``spacing``) from each voxel of S(A) to the nearest voxel of S(B), by
   ``scipy.ndimage.distance_transform_edt(~S(B), sampling=spacing)``.
-* HD95 = 95th percentile (linear interpolation, ``numpy.percentile``) of the union of both directed
-  sets, as ``medpy.metric.binary.hd95`` and MONAI's ``percentile=95``.
+* HD95 (default ``method="pooled"``) = 95th percentile (linear interpolation, ``numpy.percentile``)
+  of the two directed sets pooled into one (concatenated, duplicates kept),
+  ``P95(d(S(A)->S(B)) ⊎ d(S(B)->S(A)))``, as ``medpy.metric.binary.hd95``. This is NOT MONAI's
+  definition: MONAI's ``HausdorffDistanceMetric(percentile=95)`` takes the larger of the two
+  directed 95th percentiles, ``max(P95(d(S(A)->S(B))), P95(d(S(B)->S(A))))``; that reduction of the
+  same directed sets is offered as ``method="max_directed"``.
+  The two agree when both directed sets have the same distribution (e.g. parallel planes) and
+  differ otherwise, e.g. for a small structure against a large one, where the pooled set is
+  dominated by the larger surface.
 * ASSD = mean of both directed sets concatenated, as ``medpy.metric.binary.assd``.
 * Empty masks: both empty -> NaN (no surface to compare; excluded from means);
-  exactly one empty -> ``inf`` (the distance to an empty set is unbounded; MONAI also returns inf).
+  exactly one empty -> ``inf`` (the distance to an empty set is unbounded).
   Reports average the finite values only and give their count, so missed structures stay visible
   (their Dice is 0).
 """
@@ -27,11 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from data.errors import InputError
+from common.errors import InputError
 
 
 def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of every class ``0..num_classes-1`` over the whole volume.
+    """Hard Dice of every class ``0..num_classes-1`` over the whole volume, on label maps.
+
+    The soft training Dice on logits is :func:`losses.segmentation.soft_dice_per_class`.
 
     Args:
         gt: integer ground-truth labels, any shape.
@@ -136,22 +145,44 @@ def _symmetric_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] 
     return np.concatenate([d_ab, d_ba])
 
 
+HD95_METHODS = ("pooled", "max_directed")
+
+
+def _hd95_of(d_ab: np.ndarray, d_ba: np.ndarray, method: str) -> float:
+    """HD95 of two non-empty directed distance sets by ``method`` (see the module doc)."""
+    if method == "pooled":
+        return float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+    return float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))  # max_directed
+
+
 def hd95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
-         connectivity: int = 1) -> float:
+         connectivity: int = 1, method: str = "pooled") -> float:
     """95th-percentile symmetric Hausdorff distance between two binary masks.
 
-    HD95 = percentile_95(d(S(a)->S(b)) ∪ d(S(b)->S(a))). Both empty -> NaN, one empty -> inf.
+    ``method="pooled"`` (default, as medpy): ``P95(d(S(a)->S(b)) ∪ d(S(b)->S(a)))``;
+    ``method="max_directed"`` (as MONAI): ``max(P95(d(S(a)->S(b))), P95(d(S(b)->S(a))))``.
+    Both empty -> NaN, one empty -> inf (either method).
 
     Args:
         a, b: binary masks of equal shape.
         spacing: voxel size per axis (mm); ``None`` gives voxel units.
         connectivity: surface connectivity (1 = faces, as medpy's default).
+        method: ``"pooled"`` or ``"max_directed"``.
 
     Returns:
         The distance in the units of ``spacing``.
+
+    Raises:
+        InputError: unknown ``method``.
     """
-    both = _symmetric_distances(a, b, spacing, connectivity)
-    return both if isinstance(both, float) else float(np.percentile(both, 95))
+    if method not in HD95_METHODS:
+        raise InputError(f"HD95 method must be one of {', '.join(HD95_METHODS)}, got {method!r}")
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    rule = _empty_rule(a, b)
+    if rule is not None:
+        return rule
+    return _hd95_of(*surface_distances(a, b, spacing, connectivity), method)
 
 
 def assd(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
@@ -172,35 +203,44 @@ def assd(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
     return both if isinstance(both, float) else float(both.mean())
 
 
-METRIC_NAMES = ("dice", "hd95_mm", "assd_mm", "hd95_vox")
+METRIC_NAMES = ("dice", "hd95_mm", "assd_mm", "hd95_vox", "assd_vox")
+SURFACE_MM = ("hd95_mm", "assd_mm")
 
 
 @dataclass(frozen=True)
 class VolumeMetrics:
     """Per-class metrics of one volume; every array is ``(C,)`` with index = class (0 = background).
 
-    Surface metrics of the background class are not computed (NaN).
+    Surface metrics of the background class are not computed (NaN). The ``*_mm`` metrics are NaN
+    for every class when the voxel spacing is unknown (never computed as if voxels were 1 mm).
+    ``assd_vox`` defaults to NaN for callers that build the record without it.
     """
 
     dice: np.ndarray
     hd95_mm: np.ndarray
     assd_mm: np.ndarray
     hd95_vox: np.ndarray
+    assd_vox: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.assd_vox is None:
+            object.__setattr__(self, "assd_vox", np.full(np.shape(self.dice), np.nan))
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The metrics by name (keys of ``METRIC_NAMES``)."""
         return {name: getattr(self, name) for name in METRIC_NAMES}
 
 
-def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: Sequence[float],
+def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: Sequence[float] | None,
                    surface: bool = True) -> VolumeMetrics:
-    """Dice for all classes and HD95 / ASSD (mm) and HD95 (voxels) for the foreground classes.
+    """Dice for all classes; HD95 / ASSD in mm and in voxels for the foreground classes.
 
     Args:
         gt: integer ground truth ``(H0, W0, D)`` at native resolution.
         pred: integer prediction, same shape.
         num_classes: C.
-        spacing: voxel size ``(sx, sy, sz)`` in mm from the NIfTI header.
+        spacing: voxel size ``(sx, sy, sz)`` in mm, or ``None`` when it is unknown: then the mm
+            metrics are NaN and only the voxel (pixel) ones are computed.
         surface: compute the surface metrics (False leaves them NaN; Dice only is fast).
 
     Returns:
@@ -208,28 +248,28 @@ def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: 
     """
     gt = np.asarray(gt)
     pred = np.asarray(pred)
-    spacing = np.asarray(spacing, dtype=np.float64)
-    if spacing.shape != (gt.ndim,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(f"invalid voxel spacing {tuple(spacing)} for a volume of shape {gt.shape}")
+    if spacing is not None:
+        spacing = np.asarray(spacing, dtype=np.float64)
+        if spacing.shape != (gt.ndim,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+            raise InputError(f"invalid voxel spacing {tuple(spacing)} for a volume of shape {gt.shape}")
     dice = dice_per_class(gt, pred, num_classes)
-    hd_mm = np.full(num_classes, np.nan)
-    as_mm = np.full(num_classes, np.nan)
-    hd_vox = np.full(num_classes, np.nan)
+    out = {name: np.full(num_classes, np.nan) for name in METRIC_NAMES[1:]}
     if surface:
         for c in range(1, num_classes):
             a = gt == c
             b = pred == c
             rule = _empty_rule(a, b)
             if rule is not None:
-                hd_mm[c] = as_mm[c] = hd_vox[c] = rule
+                out["hd95_vox"][c] = out["assd_vox"][c] = rule
+                if spacing is not None:
+                    out["hd95_mm"][c] = out["assd_mm"][c] = rule
                 continue
-            d_ab, d_ba = surface_distances(a, b, spacing)
-            both = np.concatenate([d_ab, d_ba])
-            hd_mm[c] = np.percentile(both, 95)
-            as_mm[c] = both.mean()
-            d_ab, d_ba = surface_distances(a, b, None)
-            hd_vox[c] = np.percentile(np.concatenate([d_ab, d_ba]), 95)
-    return VolumeMetrics(dice=dice, hd95_mm=hd_mm, assd_mm=as_mm, hd95_vox=hd_vox)
+            units = (("mm", spacing), ("vox", None)) if spacing is not None else (("vox", None),)
+            for unit, sampling in units:
+                d_ab, d_ba = surface_distances(a, b, sampling)
+                out[f"hd95_{unit}"][c] = _hd95_of(d_ab, d_ba, "pooled")
+                out[f"assd_{unit}"][c] = np.concatenate([d_ab, d_ba]).mean()
+    return VolumeMetrics(dice=dice, **out)
 
 
 def foreground_mean(values: np.ndarray, finite_only: bool = False) -> float:

@@ -1,7 +1,6 @@
 """Evaluation plots (matplotlib, Agg backend): Dice box plot, overlays, training curves."""
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -13,8 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from data.atomic import atomic_write_bytes  # noqa: E402
-from data.errors import InputError  # noqa: E402
+from common.atomic import atomic_write_bytes  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> str:
@@ -106,20 +104,6 @@ def overlay_figure(image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray, n
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
-
-
-def read_metrics(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
-    """Read a workdir's ``metrics.json`` (``{"train": [{"step", ...}], "val": [{"step", ...}]}``)."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected an object with 'train' and 'val' lists")
-    return {k: list(data.get(k) or []) for k in ("train", "val")}
 
 
 def training_curves(metrics: dict[str, list[dict[str, Any]]], path: str | os.PathLike,

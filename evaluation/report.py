@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic import atomic_write_json, atomic_write_text
+from common.atomic import atomic_write_json, atomic_write_text
 from evaluation.metrics import METRIC_NAMES, VolumeMetrics, foreground_mean
 
-METRIC_LABELS = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)", "hd95_vox": "HD95 (vox)"}
+METRIC_LABELS = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)", "hd95_vox": "HD95 (vox)",
+                 "assd_vox": "ASSD (vox)"}
 
 
 def per_volume_rows(ids: Sequence[str], results: Sequence[VolumeMetrics],
@@ -107,7 +108,11 @@ def _cell(stat: dict[str, Any], digits: int) -> str:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """A plain-text table: one row per structure plus ``mean``; columns Dice, HD95, ASSD, HD95 vox."""
+    """A plain-text table: one row per structure plus ``mean``; columns Dice, HD95 / ASSD in mm and voxels.
+
+    The summary's ``surface_note`` (written by the evaluator when HD95 / ASSD are in pixels only, or
+    only for some volumes) is printed under the table.
+    """
     header = ["structure"] + [METRIC_LABELS[m] for m in METRIC_NAMES]
     lines = [header]
     for struct, stats in summary["structures"].items():
@@ -116,7 +121,13 @@ def format_table(summary: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out) + f"\n({summary['n_volumes']} volumes; mean ± std over volumes)"
+    text = "\n".join(out) + f"\n({summary['n_volumes']} volumes; mean ± std over volumes)"
+    grid = summary.get("evaluation_grid")
+    if grid and not str(grid).startswith("native grid"):
+        text += f"\nscored on {grid}"
+    if summary.get("surface_note"):
+        text += f"\n{summary['surface_note']}"
+    return text
 
 
 def write_reports(out_dir: str | os.PathLike, ids: Sequence[str], results: Sequence[VolumeMetrics],

@@ -9,15 +9,17 @@ and header.
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import nibabel as nib
 import numpy as np
 
-from data.atomic import atomic_save_nifti
-from data.errors import InputError
-from data.nifti_io import load_nifti
+from common.atomic import atomic_save_nifti
+from common.errors import InputError
+from data.nifti_io import load_nifti, select_channel
 from evaluation.inference import CHUNK, Predictor, label_image_like, predict_native
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -61,18 +63,7 @@ def read_input_volume(path: str | os.PathLike, channel: int | None = None) -> tu
     """
     _check_raw_spacing(path)
     vol = load_nifti(path, ndims=(3, 4), what="image")
-    data = np.asarray(vol.data)
-    if data.ndim == 4:
-        if channel is None:
-            if data.shape[3] != 1:
-                raise InputError(f"{path}: 4-D image with {data.shape[3]} channels {data.shape}; "
-                                 f"choose one with --channel")
-            channel = 0
-        if not 0 <= channel < data.shape[3]:
-            raise InputError(f"--channel={channel}: {path} has {data.shape[3]} channels")
-        data = data[..., channel]
-    elif channel not in (None, 0):
-        raise InputError(f"--channel={channel}: {path} is a 3-D image")
+    data = select_channel(np.asarray(vol.data), channel, path)
     if not np.issubdtype(data.dtype, np.number):
         raise InputError(f"{path}: image voxel type {data.dtype} is not numeric")
     if not np.all(np.isfinite(data)):
@@ -114,8 +105,39 @@ def segment_file(predictor: Predictor, cfg: Any, in_path: str | os.PathLike, out
     return labels
 
 
-def plan_outputs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """Pairs ``(input file, output file)``: a file -> a file, or a folder -> a folder (same names).
+class Job(NamedTuple):
+    """One file to segment: input, output and the channel to read (None: the file is one channel)."""
+
+    src: Path
+    dst: Path
+    channel: int | None
+
+
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})(?P<ending>\.nii(\.gz)?)$")
+
+
+def _channel_file_jobs(files: list[Path], dst: Path, channel: int | None) -> list[Job] | None:
+    """Jobs for a folder of nnU-Net channel files ``<case>_XXXX.nii.gz`` (None if it is not one):
+    the files of ``channel`` (0 when the folder has one channel), written as ``<case>.nii.gz``."""
+    matches = [_CHANNEL_FILE.match(f.name) for f in files]
+    if not all(matches):
+        return None
+    channels = sorted({int(m.group("channel")) for m in matches if m})
+    if channel is None and len(channels) > 1:
+        raise InputError(f"--input={files[0].parent}: nnU-Net channel files of channels {channels}; "
+                         "choose one with --channel")
+    wanted = 0 if channel is None else channel
+    jobs = [Job(f, dst / f"{m.group('case')}{m.group('ending')}", None)
+            for f, m in zip(files, matches) if m and int(m.group("channel")) == wanted]
+    if not jobs:
+        raise InputError(f"--input={files[0].parent}: no files of channel {wanted} (<case>_{wanted:04d}.nii.gz)")
+    return jobs
+
+
+def plan_outputs(input_path: str | os.PathLike, output_path: str | os.PathLike,
+                 channel: int | None = None) -> list[Job]:
+    """Jobs ``(input file, output file, channel)``: a file -> a file, or a folder -> a folder (same
+    names; a folder of nnU-Net channel files -> the files of ``channel``, named ``<case>.nii.gz``).
 
     Raises:
         InputError: missing input, folder without NIfTI files, a file output for a folder input, an
@@ -130,7 +152,7 @@ def plan_outputs(input_path: str | os.PathLike, output_path: str | os.PathLike) 
             raise InputError(f"--output={dst}: must be a folder when --input is a folder")
         if dst.resolve() == src.resolve():
             raise InputError(f"--output={dst}: same folder as --input; inputs are never overwritten")
-        return [(f, dst / f.name) for f in files]
+        return _channel_file_jobs(files, dst, channel) or [Job(f, dst / f.name, channel) for f in files]
     if not src.exists():
         raise InputError(f"--input={src}: no such file or folder")
     if not is_nifti_name(src.name):
@@ -141,4 +163,70 @@ def plan_outputs(input_path: str | os.PathLike, output_path: str | os.PathLike) 
         raise InputError(f"--output={dst}: expected a .nii or .nii.gz file name")
     if dst.resolve() == src.resolve():
         raise InputError(f"--output={dst}: same file as --input; inputs are never overwritten")
-    return [(src, dst)]
+    return [Job(src, dst, channel)]
+
+
+def _is_4d(path: Path) -> bool:
+    try:
+        return len(nib.load(str(path)).shape) == 4
+    except Exception:  # noqa: BLE001  (unreadable files are reported by read_input_volume)
+        return False
+
+
+def training_n4(model_path: str | os.PathLike) -> tuple[bool, int]:
+    """Whether the model's training data was N4-corrected, and the shrink factor of that N4 fit
+    (workdir config data_dir or SavedModel metadata; exports without a shrink factor used 1)."""
+    from evaluation.export import data_n4_settings
+    from workdir import is_saved_model, run_info, saved_model_metadata
+
+    if is_saved_model(model_path):
+        meta = saved_model_metadata(model_path)
+        return bool(meta.get("n4", False)), int(meta.get("n4_shrink") or 1)
+    settings = data_n4_settings(run_info(model_path).data_dir)
+    return settings["n4"], settings["n4_shrink"]
+
+
+def predict_paths(model_path: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
+                  dataset: str | None = None, data_dir: str | os.PathLike | None = None,
+                  channel: int | None = None, n4: str = "auto",
+                  log: Callable[[str], None] | None = None) -> list[Job]:
+    """``predict.py``: segment a file or a folder with a trained model.
+
+    Args:
+        model_path: workdir, ``.weights.h5``, training checkpoint or SavedModel.
+        input_path, output_path: file -> file or folder -> folder (see :func:`plan_outputs`).
+        dataset: dataset name (default: recorded with the model).
+        data_dir: ``custom`` datasets: the data dir whose ``dataset.json`` to use (default: the
+            config recorded with the model).
+        channel: channel of 4-D inputs / of nnU-Net channel-file folders; default: the channel
+            a custom-dataset model was trained on (``DatasetConfig.input_channel``), applied to 4-D
+            inputs and channel-file folders only.
+        n4: ``auto`` (as the training data), ``true`` or ``false``; N4 always uses the shrink factor
+            the training data's preprocessing recorded (1 if none).
+        log: called with one line per segmented file.
+
+    Returns:
+        The jobs done.
+    """
+    from evaluation.inference import as_predictor
+    from workdir import load_model, model_dataset_config
+
+    model, name = load_model(model_path, dataset, data_dir=data_dir)
+    if name is None:
+        raise InputError("--dataset: unknown for this model (no config.json or metadata); pass --dataset")
+    cfg = model_dataset_config(str(name), model_path, data_dir)
+    explicit = channel is not None
+    jobs = plan_outputs(input_path, output_path, channel=channel if explicit else cfg.input_channel)
+    training, n4_shrink = training_n4(model_path)
+    use_n4 = training if n4 == "auto" else n4 == "true"
+    predictor = as_predictor(model)
+    for job in jobs:
+        t0 = time.time()
+        file_channel = job.channel if explicit or _is_4d(job.src) else None
+        labels = segment_file(predictor, cfg, job.src, job.dst, n4=use_n4, channel=file_channel,
+                              n4_shrink=n4_shrink)
+        if log is not None:
+            counts = ", ".join(f"{s} {int((labels == c).sum())}" for c, s in enumerate(cfg.struct_names, start=1))
+            log(f"{job.src} -> {job.dst}: shape {labels.shape}, voxels per structure: {counts} "
+                f"({time.time() - t0:.1f} s)")
+    return jobs

@@ -5,8 +5,9 @@ Every term has the form
     l(a, p, N) = -log( exp(s(z_a, z_p)) / (exp(s(z_a, z_p)) + sum_{n in N} exp(s(z_a, z_n))) )
 
 with ``s(u, v) = cos(u, v) / tau`` (vectors L2-normalised with TF's epsilon 1e-12, so all-zero rows
-give similarity 0 and finite gradients). The loss is computed from one ``(N, N)`` similarity matrix
-with constant index tables and masks, so it has no Python loop over anchors and compiles with XLA.
+give similarity 0 and finite gradients); the terms come from :func:`losses.info_nce.info_nce`. The
+loss is computed from one ``(N, N)`` similarity matrix with constant index tables and masks, so it
+has no Python loop over anchors and compiles with XLA.
 
 Batch layouts (``B = bt_size``, ``S = n_parts``; produced by ``data.pipeline.global_loss_batches``):
 
@@ -33,20 +34,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
+from losses.info_nce import info_nce, similarity_logits, unit_vectors
 from losses.reduction import check_reduction, reduce_per_unit
 
-L2_EPSILON = 1e-12
 
-
-def cosine_similarity_matrix(z: tf.Tensor, temperature: float) -> tf.Tensor:
-    """``(N, D) -> (N, N)`` matrix of ``cos(z_i, z_j) / temperature``."""
-    zn = tf.math.l2_normalize(z, axis=-1, epsilon=L2_EPSILON)  # (N, D)
-    return tf.matmul(zn, zn, transpose_b=True) / temperature  # (N, N)
-
-
-def info_nce_terms(sim: tf.Tensor, anchor: np.ndarray, positive: np.ndarray, neg_mask: np.ndarray) -> tf.Tensor:
-    """``-log(e^{s_ap} / (e^{s_ap} + sum_n mask_n e^{s_an}))`` for index tables.
+def _index_table_terms(sim: tf.Tensor, anchor: np.ndarray, positive: np.ndarray, neg_mask: np.ndarray) -> tf.Tensor:
+    """The terms ``l(a, p, N)`` of the module doc, gathered from one similarity matrix by index tables.
 
     Args:
         sim: ``(N, N)`` scaled similarities.
@@ -59,9 +53,7 @@ def info_nce_terms(sim: tf.Tensor, anchor: np.ndarray, positive: np.ndarray, neg
     """
     rows = tf.gather(sim, anchor)  # (T, U, N)
     s_pos = tf.gather_nd(sim, np.stack([anchor, positive], axis=-1))  # (T, U)
-    s_neg = tf.where(neg_mask[None], rows, tf.constant(-np.inf, sim.dtype))  # (T, U, N)
-    logits = tf.concat([s_pos[..., None], s_neg], axis=-1)  # (T, U, 1 + N)
-    return tf.reduce_logsumexp(logits, axis=-1) - s_pos  # (T, U)
+    return info_nce(s_pos, rows, neg_mask[None])  # (T, U)
 
 
 def global_index_tables(exp_no: int, bt_size: int,
@@ -128,7 +120,8 @@ def global_contrastive_loss(z: tf.Tensor, exp_no: int, bt_size: int, n_parts: in
         raise ValueError(f"z must be (N, D), got shape {z.shape}")
     if z.shape[0] is not None and z.shape[0] != n:
         raise ValueError(f"global loss exp {exp_no} with bt_size {bt_size} expects {n} rows, got {z.shape[0]}")
-    sim = cosine_similarity_matrix(z, temperature)  # (N, N)
-    terms = info_nce_terms(sim, anchor, positive, neg_mask)  # (T, U)
+    zn = unit_vectors(z)  # (N, D)
+    sim = similarity_logits("nd,md->nm", zn, zn, temperature)  # (N, N)
+    terms = _index_table_terms(sim, anchor, positive, neg_mask)  # (T, U)
     per_unit = tf.reduce_sum(terms, axis=0) / divisor  # (U,)
     return reduce_per_unit(per_unit, reduction)  # (U,) or scalar

@@ -20,6 +20,7 @@ With ``s(u, v) = cos(u, v) / tau`` and ``f_a[r]`` region r of image a:
   (anchor side only). Loss = sum / (R * 2A) (= R * 24 in the original). The scripts use only the
   first 4 negatives of each region here (``no_of_neg_regs_override``), which is the default.
 
+Each term is :func:`losses.info_nce.info_nce` (positive plus all listed negatives, no mask).
 Everything is a handful of gathers and einsums over constant index tables: no Python loops over
 images or regions in the graph; compiles with XLA.
 """
@@ -30,10 +31,9 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
+from losses.info_nce import info_nce, similarity_logits, unit_vectors
 from losses.reduction import check_reduction, reduce_per_unit
-
-L2_EPSILON = 1e-12
 
 # Region coordinates as (row symbol, column symbol); symbols 0, q, h, t, m (see module doc).
 POSITIVE_REGIONS = ("00", "0h", "0m", "h0", "hh", "hm", "m0", "mh", "mm", "qq", "qt", "tq", "tt")
@@ -105,8 +105,8 @@ def extract_regions(features: tf.Tensor, coords: np.ndarray, region_size: int) -
     return tf.reshape(patches, [-1, coords.shape[0], k * k * ch])  # (N, U, k*k*ch)
 
 
-def _info_nce(anchor: tf.Tensor, positive: tf.Tensor, negatives: tf.Tensor, temperature: float) -> tf.Tensor:
-    """``-log(e^{s(a,p)} / (e^{s(a,p)} + sum_k e^{s(a,n_k)}))`` on L2-normalised vectors.
+def _region_terms(anchor: tf.Tensor, positive: tf.Tensor, negatives: tf.Tensor, temperature: float) -> tf.Tensor:
+    """InfoNCE terms of unit region vectors (:func:`losses.info_nce.info_nce`, no mask).
 
     Args:
         anchor: ``(..., D)``; positive: ``(..., D)``; negatives: ``(..., K, D)``.
@@ -114,10 +114,9 @@ def _info_nce(anchor: tf.Tensor, positive: tf.Tensor, negatives: tf.Tensor, temp
     Returns:
         ``(...)`` term values.
     """
-    s_pos = tf.reduce_sum(anchor * positive, axis=-1) / temperature  # (...)
-    s_neg = tf.einsum("...d,...kd->...k", anchor, negatives) / temperature  # (..., K)
-    logits = tf.concat([s_pos[..., None], s_neg], axis=-1)  # (..., 1 + K)
-    return tf.reduce_logsumexp(logits, axis=-1) - s_pos
+    s_pos = similarity_logits("...d,...d->...", anchor, positive, temperature)  # (...)
+    s_neg = similarity_logits("...d,...kd->...k", anchor, negatives, temperature)  # (..., K)
+    return info_nce(s_pos, s_neg)  # (...)
 
 
 def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 13, region_size: int = 1,
@@ -170,7 +169,7 @@ def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 
     if projection is not None:
         projected = projection(tf.reshape(v, [-1, v.shape[-1]]))  # (N*U, d')
         v = tf.reshape(projected, [-1, uniq.shape[0], projected.shape[-1]])  # (N, U, d')
-    v = tf.math.l2_normalize(v, axis=-1, epsilon=L2_EPSILON)  # (N, U, d')
+    v = unit_vectors(v)  # (N, U, d')
 
     if exp_no == 0:
         first, second = v[0::2], v[1::2]  # (P, U, d) each
@@ -179,7 +178,7 @@ def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 
             anchor = tf.gather(x, pos_u, axis=1)  # (P, R, d)
             positive = tf.gather(y, pos_u, axis=1)  # (P, R, d)
             negatives = tf.concat([tf.gather(x, neg_u, axis=1), tf.gather(y, neg_u, axis=1)], axis=2)  # (P, R, 2K, d)
-            return tf.reduce_mean(_info_nce(anchor, positive, negatives, temperature), axis=1)  # (P,)
+            return tf.reduce_mean(_region_terms(anchor, positive, negatives, temperature), axis=1)  # (P,)
 
         per_unit = tf.reshape(tf.stack([side(first, second), side(second, first)], axis=1), [-1])  # (N,)
     else:
@@ -194,7 +193,8 @@ def local_contrastive_loss(features: tf.Tensor, exp_no: int, num_regions: int = 
         partner_neg = tf.gather(partners, neg_u, axis=2)  # (3, A, R, K, d)
         own_neg = tf.broadcast_to(own_neg, tf.shape(partner_neg))  # (3, A, R, K, d)
         negatives = tf.concat([own_neg, partner_neg], axis=3)  # (3, A, R, 2K, d)
-        terms = _info_nce(tf.broadcast_to(anchor, tf.shape(positive)), positive, negatives, temperature)  # (3, A, R)
+        anchor = tf.broadcast_to(anchor, tf.shape(positive))  # (3, A, R, d)
+        terms = _region_terms(anchor, positive, negatives, temperature)  # (3, A, R)
         per_unit = tf.reduce_sum(terms, axis=[0, 2]) / (2.0 * r)  # (A,)
     return reduce_per_unit(per_unit, reduction)  # (U,) or scalar
 

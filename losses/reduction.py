@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
 
 REDUCTIONS = ("mean", "none")
 

@@ -30,8 +30,10 @@ DEFAULT_CLASS_WEIGHTS = {
 }
 
 
-def dice_per_class(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Soft Dice per image and class.
+def soft_dice_per_class(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Soft (differentiable) Dice per image and class, on softmax probabilities: the training Dice.
+
+    The hard Dice of label maps used for evaluation is :func:`evaluation.metrics.dice_per_class`.
 
     Args:
         logits: ``(N, H, W, C)`` network outputs before softmax.
@@ -57,7 +59,7 @@ def dice_loss(logits: tf.Tensor, labels: tf.Tensor, include_background: bool = T
         include_background: include class 0.
         reduction: ``"mean"`` (scalar) or ``"none"`` (``(N,)`` per-image ``1 - mean_c dice``).
     """
-    dice = dice_per_class(logits, labels)  # (N, C)
+    dice = soft_dice_per_class(logits, labels)  # (N, C)
     if not include_background:
         dice = dice[:, 1:]  # (N, C-1)
     return reduce_per_unit(1.0 - tf.reduce_mean(dice, axis=1), reduction)

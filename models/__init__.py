@@ -1,2 +1,2 @@
-"""Networks: the exact UNet of the originals (``models.unet``), projection heads (``models.heads``),
-weight transfer between stages (``models.transfer``) and loading trained weights (``models.io``)."""
+"""Networks: the exact UNet of the originals (``models.unet``), projection heads (``models.heads``)
+and weight transfer between stages (``models.transfer``). Trained weights are loaded by ``workdir``."""

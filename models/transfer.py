@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import keras
 
-from data.errors import InputError
+from common.errors import InputError
 
 
 def iter_layers(model: keras.layers.Layer) -> Iterable[keras.layers.Layer]:
@@ -73,16 +73,3 @@ def transfer_weights(src: keras.Model, dst: keras.Model, include_prefixes: Seque
         raise InputError(f"no layer with prefix {tuple(include_prefixes)} (excluding {tuple(exclude_prefixes)}) "
                          f"found in both {src.name!r} and {dst.name!r}")
     return copied
-
-
-def trainable_variables_with_prefix(model: keras.Model, prefixes: Sequence[str]) -> list:
-    """Trainable variables of the layers of ``model`` whose name starts with one of ``prefixes``.
-
-    The originals build optimizer variable lists by name (e.g. ``dec_*`` + ``seg_*`` during decoder
-    pre-training while the encoder still runs BN in training mode); use this instead of
-    ``trainable=False``, which would switch Keras BN layers to inference mode.
-    """
-    if isinstance(prefixes, str):
-        prefixes = (prefixes,)
-    return [v for layer in iter_layers(model) if _matches(layer.name, prefixes, ())
-            for v in layer.trainable_weights]

@@ -146,12 +146,3 @@ def endpoints_model(unet: keras.Model, names: Sequence[str] | str, name: str | N
     else:
         outputs = [unet.get_layer(n).output for n in names]
     return keras.Model(unet.input, outputs, name=name or f"{unet.name}_endpoints")
-
-
-def count_params(model: keras.Model, prefix: str = "") -> int:
-    """Number of trainable scalars in layers whose name starts with ``prefix``."""
-    total = 0
-    for layer in model.layers:
-        if layer.name.startswith(prefix):
-            total += sum(int(v.numpy().size) for v in layer.trainable_weights)
-    return total

@@ -32,14 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # stage -> (script, module, function that receives the stage configuration)
 STAGE_FUNCTIONS: dict[str, tuple[str, str, str]] = {
-    "global": ("train_pretrain.py", "training.pretrain", "run_pretrain"),
-    "local": ("train_pretrain.py", "training.pretrain", "run_pretrain"),
-    "baseline": ("train_selftrain.py", "training.supervised", "run_supervised"),
-    "pseudolabel": ("train_selftrain.py", "training.pseudolabel_stage", "run_pseudolabel"),
-    "joint": ("train_selftrain.py", "training.joint", "run_joint"),
+    "global": ("train_pretrain.py", "training.stages.pretrain", "run_pretrain"),
+    "local": ("train_pretrain.py", "training.stages.pretrain", "run_pretrain"),
+    "baseline": ("train_selftrain.py", "training.stages.supervised", "run_supervised"),
+    "pseudolabel": ("train_selftrain.py", "training.stages.pseudolabel", "run_pseudolabel"),
+    "joint": ("train_selftrain.py", "training.stages.joint", "run_joint"),
 }
 # The function the stage scripts call with --num_replicas before TensorFlow starts its devices.
-DEVICE_SETUP = ("training.strategy", "configure_devices")
+DEVICE_SETUP = ("training.engine.strategy", "configure_devices")
 
 
 @dataclasses.dataclass

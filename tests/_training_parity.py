@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, ".")
 
-from training.strategy import configure_devices, make_strategy  # noqa: E402
+from training.engine.strategy import configure_devices, make_strategy  # noqa: E402
 
 configure_devices(2)
 
@@ -20,10 +20,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors  # noqa: E402
+from data.plc_selection import sample_anchors  # noqa: E402
+from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss  # noqa: E402
 from losses.segmentation import segmentation_loss  # noqa: E402
 from models.heads import build_h  # noqa: E402
-from training import steps  # noqa: E402
+from training.engine import steps  # noqa: E402
 
 C, H, N_LAB, B, P = 3, 16, 4, 2, 3
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 from skimage import transform
 
 from data import augment as A
-from data.errors import InputError
+from common.errors import InputError
 
 H, W = 40, 48  # non-square on purpose: catches row/column mix-ups
 
@@ -115,7 +115,7 @@ def test_scale_matches_skimage_rescale_and_crop_or_pad(scale):
 
 def test_flip_is_exact():
     img = _smooth_image(3)[0]
-    tr = A.fliplr_transforms(tf.constant([True, False]), H, W)
+    tr = A.fliplr_transforms(tf.constant([True, False]), W)
     x = tf.constant(np.stack([img, img])[..., None])
     out = A.apply_transforms(x, tr, "BILINEAR").numpy()[..., 0]
     np.testing.assert_array_equal(out[0], np.fliplr(img))

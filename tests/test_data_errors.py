@@ -10,7 +10,7 @@ import pytest
 
 from _data_helpers import blob_volume, save, write_acdc, write_mmwhs_raw, write_prostate_msd
 from data import preprocess, readers, store, synthetic
-from data.errors import InputError
+from common.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P1 = "training/patient001"

@@ -14,11 +14,12 @@ import pytest
 
 import configs
 from data import store
-from data.errors import InputError
+from common.errors import InputError
 from evaluation import inference
 from evaluation.evaluator import run_evaluation
 from evaluation.metrics import dice_per_class
 from tests import _eval_data as ed
+from workdir import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_IDS = ("027", "028", "029", "030")  # validation ids of the synthetic split tr1/c1
@@ -163,15 +164,15 @@ def test_load_from_training_checkpoint(tmp_path, data_dir):
     x = np.random.default_rng(0).random((2, 64, 64, 1)).astype(np.float32)
     ref = model(x, training=False).numpy()
     for path in (wd / "ckpt", wd / "ckpt" / "ckpt-3"):
-        loaded, dataset = inference.load_model_and_dataset(str(path))
+        loaded, dataset = load_model(str(path))
         assert dataset == "synthetic"
         np.testing.assert_allclose(loaded(x, training=False).numpy(), ref, atol=1e-6)
     with pytest.raises(InputError, match="cannot restore a 3-class UNet"):
-        inference.load_model_and_dataset(str(wd / "ckpt"), dataset="prostate_md")
+        load_model(str(wd / "ckpt"), dataset="prostate_md")
     (tmp_path / "empty_ckpt").mkdir()
     (tmp_path / "empty_ckpt" / "checkpoint").write_text("")
     with pytest.raises(InputError, match="no checkpoint"):
-        inference.load_model_and_dataset(str(tmp_path / "empty_ckpt"), dataset="synthetic")
+        load_model(str(tmp_path / "empty_ckpt"), dataset="synthetic")
 
 
 def test_evaluate_script(tmp_path, data_dir):

@@ -13,9 +13,10 @@ import tensorflow as tf
 
 import configs
 
-from data.errors import InputError
+from common.errors import InputError
 from evaluation import export
 from tests import _eval_data as ed
+from workdir import latest_version, load_model
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -44,11 +45,11 @@ def test_layout_and_versions(exported):
     meta = json.loads((path / export.METADATA_PATH).read_text())
     assert meta["num_classes"] == 3 and meta["dataset"] == "synthetic" and meta["input"] == "images"
     assert export.next_version(root / "plc") == 2
-    assert export.latest_version(root / "plc") == path
+    assert latest_version(root / "plc") == path
     (root / "plc" / "7").mkdir()  # empty folder: not a model, but its number is taken
     (root / "plc" / "abc").mkdir()
     assert export.next_version(root / "plc") == 8
-    assert export.latest_version(root / "plc") == path
+    assert latest_version(root / "plc") == path
     assert export.next_version(root / "new") == 1
     with pytest.raises(InputError, match="already exists"):
         export.export_saved_model(model, root / "plc", version=1)
@@ -112,7 +113,7 @@ def test_in_process_predictor_and_segmentation_agree(exported, tmp_path):
     from evaluation import inference, segment
 
     root, path, x, probs, labels, model = exported
-    loaded, dataset = inference.load_model_and_dataset(str(root / "plc"))  # base folder -> latest version
+    loaded, dataset = load_model(str(root / "plc"))  # base folder -> latest version
     assert dataset == "synthetic"
     np.testing.assert_allclose(loaded(x), probs, atol=1e-5)
     ed.write_raw(tmp_path / "in.nii.gz", seed=1)

@@ -5,7 +5,7 @@ import pytest
 from _data_helpers import blob_volume
 from configs.base import DatasetConfig
 from data import geometry
-from data.errors import InputError
+from common.errors import InputError
 from data.preprocess import preprocess_volume
 
 

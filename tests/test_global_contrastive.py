@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
 from losses.global_contrastive import global_contrastive_loss, global_index_tables
 
 

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
+from _model_helpers import count_params
 from models.heads import build_g1, build_g2, build_h, build_region_projection
-from models.unet import DECODER_BLOCK_CHANNELS, ENCODER_OUTPUT, build_unet, count_params, endpoints_model
+from models.unet import DECODER_BLOCK_CHANNELS, ENCODER_OUTPUT, build_unet, endpoints_model
 
 
 def test_g1_shapes_counts_names():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
 from losses.local_contrastive import local_contrastive_loss, region_tables
 from models.heads import build_g2
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from common.errors import InputError
 from evaluation import metrics
 
 
@@ -144,6 +145,43 @@ def test_empty_mask_rules():
     assert metrics.assd(f, e, (1, 1, 1)) == np.inf
     with pytest.raises(ValueError):
         metrics.surface_distances(e, f)
+
+
+def test_hd95_pooled_vs_max_directed_hand_computed():
+    # A = one voxel at z=0, B = voxels at z=0 and z=10 (isolated voxels are their own surface),
+    # spacing 2 mm along z: d(A->B) = [0], d(B->A) = [0, 20].
+    # pooled: P95([0, 0, 20]) = 0 + 0.95*2 - 1 = 0.9 of the way from 0 to 20 = 18
+    # max_directed (MONAI): max(P95([0]), P95([0, 20])) = max(0, 0.95 * 20) = 19
+    a = np.zeros((1, 1, 11), bool)
+    b = np.zeros((1, 1, 11), bool)
+    a[0, 0, 0] = True
+    b[0, 0, [0, 10]] = True
+    spacing = (1.0, 1.0, 2.0)
+    for x, y in ((a, b), (b, a)):  # both definitions are symmetric
+        assert metrics.hd95(x, y, spacing) == pytest.approx(18.0)
+        assert metrics.hd95(x, y, spacing, method="pooled") == pytest.approx(18.0)
+        assert metrics.hd95(x, y, spacing, method="max_directed") == pytest.approx(19.0)
+    # same distribution in both directions (parallel planes): the two definitions agree
+    p = np.zeros((6, 6, 5), bool)
+    q = np.zeros((6, 6, 5), bool)
+    p[:, :, 1] = True
+    q[:, :, 3] = True
+    assert metrics.hd95(p, q, spacing, method="max_directed") == pytest.approx(metrics.hd95(p, q, spacing))
+
+
+def test_hd95_max_directed_matches_brute_force_and_empty_rules():
+    spacing = np.array([0.9, 1.6, 4.0])
+    a = _blobs((14, 13, 6), 3)
+    b = _blobs((14, 13, 6), 13, threshold=0.8)
+    d_ab, d_ba = _directed_reference(a, b, spacing), _directed_reference(b, a, spacing)
+    expected = max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))
+    assert metrics.hd95(a, b, spacing, method="max_directed") == pytest.approx(expected)
+    assert metrics.hd95(a, b, spacing) == pytest.approx(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+    e = np.zeros_like(a)
+    assert np.isnan(metrics.hd95(e, e, spacing, method="max_directed"))
+    assert metrics.hd95(a, e, spacing, method="max_directed") == np.inf
+    with pytest.raises(InputError, match="HD95 method must be one of pooled, max_directed, got 'monai'"):
+        metrics.hd95(a, b, spacing, method="monai")
 
 
 # ---------------------------------------------------------------- brute force and medpy

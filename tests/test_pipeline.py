@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from data import pipeline as P
-from data.errors import InputError
+from common.errors import InputError
 
 V, D, HW, C = 5, 9, 16, 4
 SMALL_CROP = dict(bbox_dim=8, bbox_dim_y=8, crop_offset_range=(1, 5))
@@ -196,15 +196,8 @@ def test_local_loss_layouts():
 
 
 # ---------------------------------------------------------------------------------------------
-# inference, errors
+# errors
 # ---------------------------------------------------------------------------------------------
-def test_iterate_volume():
-    vol = np.random.default_rng(0).random((45, 8, 8)).astype(np.float32)
-    chunks = list(P.iterate_volume(vol, chunk=20))
-    assert [c.shape for c in chunks] == [(20, 8, 8, 1), (20, 8, 8, 1), (5, 8, 8, 1)]
-    np.testing.assert_array_equal(np.concatenate(chunks)[..., 0], vol)
-
-
 def test_bad_inputs_raise_input_error():
     vols, labs = _volumes(), _labels()
     bad_labels = [lab.copy() for lab in labs]
@@ -227,7 +220,6 @@ def test_bad_inputs_raise_input_error():
         lambda: P.local_loss_batches(vols[:2], 1),
         lambda: P.local_loss_batches(vols, 2),
         lambda: P.labeled_batches(vols, labs, C, seed=(1, 2, 3)),
-        lambda: list(P.iterate_volume(vols[0][0])),
     ]
     for i, case in enumerate(cases):
         with pytest.raises(InputError):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import configs
-from data.errors import InputError
+from common.errors import InputError
 from evaluation import segment
 from evaluation.metrics import dice_per_class
 from tests import _eval_data as ed
@@ -77,7 +77,7 @@ def test_plan_outputs(tmp_path):
     for name in ("b.nii.gz", "a.nii", "notes.txt"):
         (tmp_path / "in" / name).write_bytes(b"")
     jobs = segment.plan_outputs(tmp_path / "in", tmp_path / "out")
-    assert [(s.name, d) for s, d in jobs] == [("a.nii", tmp_path / "out" / "a.nii"),
+    assert [(s.name, d) for s, d, _ in jobs] == [("a.nii", tmp_path / "out" / "a.nii"),
                                               ("b.nii.gz", tmp_path / "out" / "b.nii.gz")]
     assert segment.plan_outputs(tmp_path / "in" / "a.nii", tmp_path)[0][1] == tmp_path / "a.nii"
     with pytest.raises(InputError, match="same folder"):
@@ -106,14 +106,14 @@ def test_predict_and_export_scripts(tmp_path):
     fv = flags.FlagValues()  # the `python -m evaluation.export` CLI, parsed in-process
     export.define_flags(fv)
     fv(["export", f"--model={wd}", f"--export_dir={tmp_path / 'exp'}"])
-    export.run_cli(fv)
+    export.export_model(fv.model, fv.export_dir, fv.dataset)
     meta = json.loads((tmp_path / "exp" / "1" / export.METADATA_PATH).read_text())
     assert meta["dataset"] == "synthetic" and meta["n4"] is False
     with pytest.raises(InputError, match="already a SavedModel"):
         fv2 = flags.FlagValues()
         export.define_flags(fv2)
         fv2(["export", f"--model={tmp_path / 'exp'}", f"--export_dir={tmp_path / 'exp2'}"])
-        export.run_cli(fv2)
+        export.export_model(fv2.model, fv2.export_dir, fv2.dataset)
     proc = subprocess.run([sys.executable, "predict.py", f"--model={tmp_path / 'exp'}",
                            f"--input={tmp_path / 'scans'}", f"--output={tmp_path / 'segs'}"],
                           cwd=REPO, capture_output=True, text=True, env=ENV)

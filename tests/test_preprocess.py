@@ -12,7 +12,7 @@ import skimage.transform
 from _data_helpers import blob_volume, oblique_affine, write_acdc, write_mmwhs_raw, write_prostate_msd
 from configs.base import DatasetConfig
 from data import geometry, preprocess, store
-from data.errors import InputError
+from common.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Tests of training.pseudo_labels on tiny fake volumes with fake networks."""
+"""Tests of pseudolabels.generate on tiny fake volumes with fake networks."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data.errors import InputError
+from common.errors import InputError
 from data.store import Volume
-from training import crf as crf_lib
-from training import pseudo_labels as pl
+from pseudolabels import crf as crf_lib
+from pseudolabels import generate as pl
 
 C = 3
 SMALL_CRF = (0.01, 0.5, 10.0, 3.0, 30.0, 5)

@@ -6,7 +6,7 @@ import pytest
 from _data_helpers import (SPACING, blob_volume, mmwhs_label, oblique_affine, write_acdc, write_mmwhs_orig,
                            write_mmwhs_raw, write_prostate_msd, write_prostate_orig)
 from data import readers
-from data.errors import InputError
+from common.errors import InputError
 
 
 def test_info_cfg(tmp_path):

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.errors import InputError
+from common.errors import InputError
 from evaluation import aggregate, plots, report
 from evaluation.metrics import VolumeMetrics
+from workdir import read_metrics
 
 NAN, INF = float("nan"), float("inf")
 STRUCTS = ("RV", "Myo", "LV")
@@ -122,15 +123,15 @@ def test_method_label(tmp_path):
     assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "gone")}) == "baseline<-gone"
     assert aggregate.method_label({"stage": "joint", "method": "PLC"}) == "PLC"
     assert aggregate.method_label({}) is None
-    assert aggregate.method_label({"flags": {"stage": "joint"}}) == "joint"  # one level down (INTERFACES)
+    assert aggregate.method_label({"flags": {"stage": "joint"}}) is None  # config.json is flat: no nested search
 
 
-def test_load_run_nested_config(tmp_path):
+def test_load_run_reads_only_the_flat_config(tmp_path):
     wd = _fake_run(tmp_path, "n", "joint", "tr8", "c3", 2, [[0.5, 0.5, 0.5]])
     (wd / "config.json").write_text(json.dumps({"flags": {"stage": "joint", "dataset": "acdc",
                                                           "no_of_tr_imgs": "tr8", "comb_tr_imgs": "c3", "seed": 2}}))
-    run = aggregate.load_run(str(wd))
-    assert (run.method, run.no_of_tr_imgs, run.comb_tr_imgs, run.seed) == ("joint", "tr8", "c3", 2)
+    run = aggregate.load_run(str(wd))  # training never writes a nested config.json: keys one level down are ignored
+    assert (run.method, run.no_of_tr_imgs, run.comb_tr_imgs, run.seed) == (tmp_path.name, "?", "?", None)
 
 
 def test_aggregate_errors(tmp_path):
@@ -179,9 +180,9 @@ def test_plots(tmp_path):
     metrics_json = {"train": [{"step": s, "loss": 1.0 / s, "lr": 1e-3} for s in range(1, 5)],
                     "val": [{"step": 2, "val_dice": 0.5}, {"step": 4, "val_dice": 0.6}]}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics_json))
-    m = plots.read_metrics(tmp_path / "metrics.json")
+    m = read_metrics(tmp_path / "metrics.json")
     assert _is_png(plots.training_curves(m, tmp_path / "curves.png"))
     assert plots.training_curves({"train": [], "val": []}, tmp_path / "none.png") is None
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(InputError, match="bad.json"):
-        plots.read_metrics(tmp_path / "bad.json")
+        read_metrics(tmp_path / "bad.json")

@@ -19,7 +19,7 @@ STAGES = list(STAGE_FUNCTIONS)
 
 # Defaults as README.md documents them ("Flags").
 COMMON = dict(dataset="acdc", init_from=None, max_steps=0, seed=0, jit_compile="auto", num_replicas=1,
-              val_every=50, ckpt_every=100, ver=0)
+              val_every=50, ckpt_every=100, log_every=10, ver=0)
 DEFAULTS = {
     "train_selftrain.py": dict(
         COMMON, n_iter=5001, no_of_tr_imgs="tr2", comb_tr_imgs="c1", lr_seg=1e-3, dsc_loss=2, data_aug=1,
@@ -30,14 +30,16 @@ DEFAULTS = {
     "train_pretrain.py": dict(
         COMMON, n_iter=10001, no_of_tr_imgs=None, comb_tr_imgs="c1", lr_reg=1e-3, temp_fac=0.1, bt_size=12,
         global_loss_exp_no=2, n_parts=4, bbox_dim=100, replicate_gd_zero_block=False, local_loss_exp_no=0,
-        no_of_decoder_blocks=3, local_reg_size=1, no_of_local_regions=13, no_of_neg_local_regions=5, wgt_en=1,
-        log_every=10),
+        no_of_decoder_blocks=3, local_reg_size=1, no_of_local_regions=13, no_of_neg_local_regions=5, wgt_en=1),
 }
 REQUIRED = ("stage", "data_dir", "workdir")
 
-# The library calls evaluate.py and predict.py hand their arguments to (one place to fix after a move).
+# The library calls evaluate.py and predict.py hand their arguments to, and the calls those make
+# (one place to fix after a move).
+EVALUATE_MODEL = ("evaluation.evaluator", "evaluate_model")
 EVALUATE_CALLS = {"evaluate": ("evaluation.evaluator", "run_evaluation"),
                   "export": ("evaluation.export", "export_saved_model")}
+PREDICT_PATHS = ("evaluation.segment", "predict_paths")
 PREDICT_CALL = ("evaluation.segment", "segment_file")
 
 
@@ -100,6 +102,23 @@ def n4_data(tmp_path_factory) -> Path:
     return root
 
 
+def test_evaluate_flags_reach_evaluate_model(monkeypatch, tmp_path):
+    calls = _spy(monkeypatch, *EVALUATE_MODEL)
+    (tmp_path / "wd").mkdir()
+    (tmp_path / "m.weights.h5").write_bytes(b"")
+    values = dict(workdir=tmp_path / "wd", model=tmp_path / "m.weights.h5", data_dir=tmp_path / "d",
+                  dataset="synthetic", split="val", no_of_tr_imgs="tr2", comb_tr_imgs="c2", ids=["028", "027"],
+                  out_dir=tmp_path / "out", export_dir=tmp_path / "exp", num_plot_volumes=1, write_predictions=False,
+                  allow_missing=True)
+    assert set(values) == set(script_flags("evaluate.py"))  # every flag covered
+    assert run_script("evaluate.py", argv_for(values), quiet=True).code == 0
+    (args, kwargs), = calls
+    assert args == (str(values.pop("model")),)
+    for name, value in values.items():
+        got = list(kwargs[name]) if name == "ids" else kwargs[name]
+        assert got == (str(value) if isinstance(value, Path) else value), name
+
+
 def test_evaluate_flags_reach_the_evaluation_and_export(monkeypatch, tmp_path, n4_data):
     calls = {k: _spy(monkeypatch, *v, result=tmp_path / "x") for k, v in EVALUATE_CALLS.items()}
     model = ed.random_unet(9)
@@ -111,9 +130,9 @@ def test_evaluate_flags_reach_the_evaluation_and_export(monkeypatch, tmp_path, n
                                                 "data_dir": str(tmp_path / "nowhere"), "no_of_tr_imgs": "tr1",
                                                 "comb_tr_imgs": "c1"}))
     values = dict(workdir=wd, model=tmp_path / "m" / "other.weights.h5", data_dir=n4_data, dataset="synthetic",
-                  split="val", no_of_tr_imgs="tr2", comb_tr_imgs="c2", ids=["028", "027"],
-                  out_dir=tmp_path / "out", export_dir=tmp_path / "exp", num_plot_volumes=1, write_predictions=False)
-    assert set(values) == set(script_flags("evaluate.py"))  # every flag covered
+                  split="val", no_of_tr_imgs="tr2", comb_tr_imgs="c2", ids=["028", "029", "027"],
+                  out_dir=tmp_path / "out", export_dir=tmp_path / "exp", num_plot_volumes=1, write_predictions=False,
+                  allow_missing=True)
     assert run_script("evaluate.py", argv_for(values), quiet=True).code == 0
 
     (args, kwargs), = calls["evaluate"]
@@ -128,6 +147,7 @@ def test_evaluate_flags_reach_the_evaluation_and_export(monkeypatch, tmp_path, n
     assert (extra["split"], extra["no_of_tr_imgs"], extra["comb_tr_imgs"], extra["dataset"]) == (
         "val", "tr2", "c2", "synthetic")
     assert extra["model"] == str(tmp_path / "m" / "other.weights.h5") and extra["data_dir"] == str(n4_data)
+    assert extra["missing_ids"] == ["029"]  # --allow_missing: absent from the data dir, left out
     (args, kwargs), = calls["export"]
     assert args[0] is got and str(args[1]) == str(tmp_path / "exp")
     meta = args[2]
@@ -151,10 +171,23 @@ def _predict(monkeypatch, argv):
     return calls
 
 
-def test_predict_flags_reach_the_segmentation(monkeypatch, predict_setup):
+def test_predict_flags_reach_predict_paths(monkeypatch, tmp_path):
+    calls = _spy(monkeypatch, *PREDICT_PATHS, result=[])
+    values = dict(model=tmp_path / "m", input=tmp_path / "in", output=tmp_path / "out", dataset="acdc",
+                  data_dir=tmp_path / "d", n4="false", channel=1)
+    assert set(values) == set(script_flags("predict.py"))  # every flag covered
+    assert run_script("predict.py", argv_for(values), quiet=True).code == 0
+    (args, kwargs), = calls
+    got = dict(zip(("model_path", "input_path", "output_path"), args), **kwargs)
+    assert (str(got["model_path"]), str(got["input_path"]), str(got["output_path"])) == (
+        str(tmp_path / "m"), str(tmp_path / "in"), str(tmp_path / "out"))
+    assert (got["dataset"], str(got["data_dir"]), got["n4"], got["channel"]) == ("acdc", str(tmp_path / "d"),
+                                                                                 "false", 1)
+
+
+def test_predict_hands_the_segmentation_its_settings(monkeypatch, predict_setup):
     root, wd, model = predict_setup
     values = dict(model=wd, input=root / "scans", output=root / "segs", dataset="acdc", n4="false", channel=0)
-    assert set(values) == set(script_flags("predict.py"))  # every flag covered
     calls = _predict(monkeypatch, argv_for(values))
     assert [(str(a[2]), str(a[3])) for a, _ in calls] == [
         (str(root / "scans" / f"s{k}.nii.gz"), str(root / "segs" / f"s{k}.nii.gz")) for k in range(2)]

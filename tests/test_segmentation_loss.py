@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from losses.segmentation import (DEFAULT_CLASS_WEIGHTS, dice_loss, dice_per_class, segmentation_loss,
+from losses.segmentation import (DEFAULT_CLASS_WEIGHTS, dice_loss, segmentation_loss, soft_dice_per_class,
                                  weighted_cross_entropy)
 
 
@@ -69,9 +69,9 @@ def test_matches_reference(dsc_loss, n_cls, soft):
     np.testing.assert_allclose(got32.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_dice_per_class_reference():
+def test_soft_dice_per_class_reference():
     logits, labels = _inputs(0, 3, False)
-    np.testing.assert_allclose(dice_per_class(tf.constant(logits), tf.constant(labels)), ref_dice(logits, labels),
+    np.testing.assert_allclose(soft_dice_per_class(tf.constant(logits), tf.constant(labels)), ref_dice(logits, labels),
                                rtol=1e-10)
 
 

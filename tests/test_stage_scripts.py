@@ -38,9 +38,9 @@ def _json(path: Path):
 
 def _unet(path: Path | str):
     """The UNet a workdir / weights file / checkpoint holds, loaded as evaluate.py --model does."""
-    from evaluation.inference import load_model_and_dataset
+    from workdir import load_model
 
-    return load_model_and_dataset(str(path), "synthetic")[0]
+    return load_model(str(path), "synthetic").model
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,7 +9,7 @@ import pytest
 
 import configs
 from data import preprocess, readers, store, synthetic
-from data.errors import InputError
+from common.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

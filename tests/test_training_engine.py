@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.errors import InputError
-from training import checkpoint as ck
-from training import loop as loop_lib
-from training import steps
-from training.strategy import resolve_jit
+from common.errors import InputError
+from training.engine import checkpoint as ck
+from training.engine import loop as loop_lib
+from training.engine import steps, summaries
+from training.engine.strategy import resolve_jit
+from workdir import MetricsLog, restore_checkpoint, write_or_check_config
 
 
 def _tiny_model():
@@ -73,7 +74,7 @@ def test_loop_counts_nonfinite_and_stops_keeping_last_good_checkpoint(tmp_path):
     stream = iter([good, good, bad, good] + [bad] * 10)
     state = ck.TrainState()
     ckpt = ck.Checkpointer(tmp_path / "ckpt", model=model, optimizer=opt, state=state)
-    metrics = loop_lib.MetricsLog(tmp_path / "metrics.json", 0)
+    metrics = MetricsLog(tmp_path, 0)
     cfg = loop_lib.LoopConfig(workdir=str(tmp_path), end_step=20, val_every=0, ckpt_every=2, log_every=1,
                               max_nonfinite=3)
     with pytest.raises(loop_lib.TrainingDiverged, match="3 consecutive non-finite"):
@@ -81,7 +82,7 @@ def test_loop_counts_nonfinite_and_stops_keeping_last_good_checkpoint(tmp_path):
     assert int(state.nonfinite.numpy()) == 4  # 1 isolated + 3 in a row
     assert ckpt.latest.endswith("ckpt-6")  # the last checkpoint before the divergence
     restored = ck.TrainState()
-    ck.partial_restore(ckpt.latest, state=restored)
+    restore_checkpoint(ckpt.latest, state=restored)
     assert int(restored.step.numpy()) == 6
 
 
@@ -102,7 +103,7 @@ def test_loop_validation_schedule_best_and_metrics(tmp_path):
     writers = (tf.summary.create_file_writer(str(tmp_path / "train")),
                tf.summary.create_file_writer(str(tmp_path / "eval")))
     ckpt = ck.Checkpointer(tmp_path / "ckpt", state=state)
-    metrics = loop_lib.MetricsLog(tmp_path / "metrics.json", 0)
+    metrics = MetricsLog(tmp_path, 0)
     cfg = loop_lib.LoopConfig(workdir=str(tmp_path), end_step=7, val_every=3, ckpt_every=100, log_every=2)
     res = loop_lib.run_loop(cfg, state, step_fn, iter(range(100)), ckpt, metrics, validate_fn=validate,
                             save_best_fn=lambda s, d: saved.append((s, d)), writers=writers)
@@ -117,16 +118,16 @@ def test_loop_validation_schedule_best_and_metrics(tmp_path):
     assert set(data["train"][0]) == {"step", "loss", "seg_loss"}
     assert list((tmp_path / "eval").glob("events.out.tfevents.*"))
     # Resume truncates the history to the restored step.
-    assert [e["step"] for e in loop_lib.MetricsLog(tmp_path / "metrics.json", 4).data["val"]] == [1, 4]
+    assert [e["step"] for e in MetricsLog(tmp_path, 4).data["val"]] == [1, 4]
 
 
 def test_config_refuses_shape_changes_but_accepts_others(tmp_path):
     conf = {"stage": "baseline", "dataset": "acdc", "num_classes": 4, "n_iter": 10}
-    loop_lib.write_or_check_config(tmp_path, conf, ("stage", "dataset", "num_classes"))
-    loop_lib.write_or_check_config(tmp_path, dict(conf, n_iter=20), ("stage", "dataset", "num_classes"))
+    write_or_check_config(tmp_path, conf, ("stage", "dataset", "num_classes"))
+    write_or_check_config(tmp_path, dict(conf, n_iter=20), ("stage", "dataset", "num_classes"))
     assert json.loads((tmp_path / "config.json").read_text())["n_iter"] == 20
     with pytest.raises(InputError, match="num_classes: 4 -> 3"):
-        loop_lib.write_or_check_config(tmp_path, dict(conf, num_classes=3), ("stage", "dataset", "num_classes"))
+        write_or_check_config(tmp_path, dict(conf, num_classes=3), ("stage", "dataset", "num_classes"))
 
 
 def test_resolve_jit_and_overlays():
@@ -137,13 +138,13 @@ def test_resolve_jit_and_overlays():
     img = np.random.default_rng(0).random((2, 5, 6)).astype("f4")
     lab = np.zeros((2, 5, 6), int)
     lab[:, 2:4, 2:4] = 2
-    out = loop_lib.overlay_images(img, lab, lab, 4)
+    out = summaries.overlay_images(img, lab, lab)
     assert out.shape == (2, 5, 18, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[:, :, 6:12], out[:, :, 12:18])  # GT panel == prediction panel
 
 
 def test_joint_sampler_units_and_skips():
-    from training.joint_data import JointSampler, augment_unit
+    from data.joint_sampler import JointSampler, augment_unit
 
     rng = np.random.default_rng(0)
     full = np.zeros((6, 32, 32), np.int32)
@@ -166,7 +167,7 @@ def test_joint_sampler_units_and_skips():
 
 
 def test_chief_task_convention():
-    from training.strategy import chief_task
+    from training.engine.strategy import chief_task
 
     assert chief_task(None, None, False)
     assert chief_task("worker", 0, False) and not chief_task("worker", 1, False)
@@ -210,7 +211,8 @@ def test_joint_compute_is_one_forward_with_seg_rows_and_h_rows():
     dec_c1_a rows [N_l:], total = seg + lamda * pair loss (reference built by hand)."""
     import functools
 
-    from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss, sample_anchors
+    from data.plc_selection import sample_anchors
+    from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
     from losses.segmentation import segmentation_loss
     from models.heads import build_h
 
@@ -249,7 +251,7 @@ def test_joint_compute_is_one_forward_with_seg_rows_and_h_rows():
 
 def test_contrastive_halves_get_separate_intensity_draws():
     """ORIGINAL_SPEC §3.4.2 step 4: one brightness/contrast draw for rows [:B], another for [B:]."""
-    from training.joint_data import augment_unit
+    from data.joint_sampler import augment_unit
 
     img = np.random.default_rng(1).random((32, 32)).astype("f4")
     unit = {"x_lab": tf.zeros((20, 32, 32)), "y_lab": tf.zeros((20, 32, 32), tf.int32),

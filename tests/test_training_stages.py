@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data.errors import InputError
+from common.errors import InputError
 from tests._training_data import stage_conf, tiny_data  # noqa: F401  (session fixture)
 
 
@@ -18,7 +18,7 @@ def _events(path):
 
 @pytest.fixture(scope="module")
 def baseline_dir(tiny_data, tmp_path_factory):  # noqa: F811
-    from training.supervised import run_supervised
+    from training.stages.supervised import run_supervised
 
     wd = tmp_path_factory.mktemp("stages") / "baseline"
     summary = run_supervised(stage_conf("baseline", tiny_data, wd, n_iter=4))
@@ -39,14 +39,14 @@ def test_baseline_writes_workdir(baseline_dir):
     assert {"val_dice", "val_dice_rv", "val_dice_myo", "val_dice_lv"} <= set(metrics["val"][0])
     assert (wd / "ckpt" / "checkpoint").is_file()
     assert _events(wd / "train") and _events(wd / "eval")
-    from models.io import load_unet
+    from workdir import load_unet
 
     model = load_unet(str(wd))
     assert model.output_shape[-1] == 4
 
 
 def test_workdir_with_other_shapes_is_refused(baseline_dir, tiny_data):  # noqa: F811
-    from training.supervised import run_supervised
+    from training.stages.supervised import run_supervised
 
     with pytest.raises(InputError, match="different configuration"):
         run_supervised(stage_conf("baseline", tiny_data, baseline_dir, batch_size=8))
@@ -54,8 +54,8 @@ def test_workdir_with_other_shapes_is_refused(baseline_dir, tiny_data):  # noqa:
 
 def test_pseudolabel_then_joint_rounds_and_resume(baseline_dir, tiny_data, tmp_path, capsys):  # noqa: F811
     from data import store
-    from training.joint import run_joint
-    from training.pseudolabel_stage import run_pseudolabel
+    from training.stages.joint import run_joint
+    from training.stages.pseudolabel import run_pseudolabel
 
     wp = tmp_path / "pl"
     summary = run_pseudolabel(stage_conf("pseudolabel", tiny_data, wp, init_from=str(baseline_dir)))
@@ -96,15 +96,15 @@ def test_pseudolabel_then_joint_rounds_and_resume(baseline_dir, tiny_data, tmp_p
 
 
 def test_joint_rejects_other_bt_size(baseline_dir, tiny_data, tmp_path):  # noqa: F811
-    from training.joint import run_joint
+    from training.stages.joint import run_joint
 
     with pytest.raises(InputError, match="bt_size must be 10"):
         run_joint(stage_conf("joint", tiny_data, tmp_path / "j", init_from=str(baseline_dir), bt_size=8))
 
 
 def test_pretrain_global_local_then_finetune(tiny_data, tmp_path):  # noqa: F811
-    from training.pretrain import run_pretrain
-    from training.supervised import run_supervised
+    from training.stages.pretrain import run_pretrain
+    from training.stages.supervised import run_supervised
 
     wg, wl, wf = tmp_path / "gcl", tmp_path / "lcl", tmp_path / "ft"
     g = run_pretrain(stage_conf("global", tiny_data, wg, n_iter=2))
@@ -112,7 +112,7 @@ def test_pretrain_global_local_then_finetune(tiny_data, tmp_path):  # noqa: F811
     assert (wg / "final" / "model.weights.h5").is_file()
     l_sum = run_pretrain(stage_conf("local", tiny_data, wl, n_iter=2, init_from=str(wg)))
     assert l_sum["step"] == 2 and np.isfinite(l_sum["final_loss"])
-    from models.io import load_unet
+    from workdir import load_unet
 
     gcl, lcl = load_unet(str(wg)), load_unet(str(wl))
     # The encoder was copied and then frozen: identical kernels; BN statistics moved (training mode).
@@ -132,7 +132,7 @@ def test_pseudo_labels_reused_only_with_the_same_settings(tiny_data, tmp_path): 
 
     import configs
     from data import store
-    from training.pseudolabel_stage import make_pseudo_labels
+    from training.stages.pseudolabel import make_pseudo_labels
 
     x_in = keras.Input((64, 64, 1))
     model = keras.Model(x_in, keras.layers.Conv2D(4, 1, name="seg_fin_layer")(x_in))

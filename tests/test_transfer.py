@@ -1,15 +1,15 @@
-"""Tests for models.transfer (prefix-matched trainable weights, BN statistics untouched) and models.io."""
+"""Tests for models.transfer (prefix-matched trainable weights, BN statistics untouched) and workdir.load_unet."""
 import json
 
 import keras
 import numpy as np
 import pytest
 
-from data.errors import InputError
+from common.errors import InputError
 from models.heads import build_g1
-from models.io import load_unet
 from models.transfer import transfer_weights
 from models.unet import ENCODER_OUTPUT, build_unet, endpoints_model
+from workdir import load_unet
 
 
 def _small(seed, out=3, width=4):
@@ -111,14 +111,3 @@ def test_load_unet_errors(tmp_path):
     bad.write_text("x")
     with pytest.raises(InputError, match="weights.h5"):
         load_unet(str(bad), num_classes=2)
-
-
-def test_trainable_variables_with_prefix():
-    from models.transfer import trainable_variables_with_prefix
-    model = _small(3)
-    names = [v.path for v in trainable_variables_with_prefix(model, ("enc_", "reg_"))]
-    assert names == ["enc_a_conv/kernel", "enc_a_conv/bias", "enc_a_bn/gamma", "enc_a_bn/beta",
-                     "reg_d/kernel", "reg_d/bias"]
-    unet = build_unet(2, (32, 32))
-    n = sum(int(np.prod(v.shape)) for v in trainable_variables_with_prefix(unet, "enc_"))
-    assert n == 885_552

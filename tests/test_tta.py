@@ -1,12 +1,12 @@
-"""Tests of training.tta (TTA agreement filter, ORIGINAL_SPEC §4.3 / 9.3.10)."""
+"""Tests of pseudolabels.tta (TTA agreement filter, ORIGINAL_SPEC §4.3 / 9.3.10)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from training import tta
-from training.tta import Augmentation
+from pseudolabels import tta
+from pseudolabels.tta import Augmentation
 
 
 def _smooth_map(d: int, h: int, w: int, channels: int | None = None) -> np.ndarray:

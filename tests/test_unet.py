@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from _model_helpers import count_params
 from models.unet import (DECODER_BLOCK_CHANNELS, DECODER_BLOCK_OUTPUTS, ENCODER_OUTPUT, LAST_DECODER_LAYER,
-                         build_unet, count_params, endpoints_model)
+                         build_unet, endpoints_model)
 
 
 @pytest.fixture(scope="module")

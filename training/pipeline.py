@@ -24,7 +24,7 @@ Presets: ``paper`` = the originals' iteration counts (baseline 5001, joint 3 x 5
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import subprocess
 import sys
@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from absl import app, flags
-
-from data.atomic import atomic_write_json, atomic_write_text
-from data.errors import InputError, run_main
+from common.atomic import atomic_write_json, atomic_write_text
+from common.errors import InputError
+from common.cli import run_main
+from training.config import capped
+from workdir import read_config, read_eval_summary, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,24 +49,73 @@ PRESETS: dict[str, dict[str, int]] = {
              "pretrain_iters": 150, "finetune_iters": 300, "val_every": 25, "ckpt_every": 100, "crf": 0},
 }
 METHODS = ("baseline", "plc", "gcl_lcl")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """What ``run_pipeline.py`` resolves its flags to (iteration settings from a preset).
+
+    Attributes:
+        dataset, data_dir, out_dir, no_of_tr_imgs, comb_tr_imgs, seed: as the stage flags.
+        methods: methods to run, a subset of ``METHODS``.
+        baseline_iters, joint_rounds, joint_iters_per_round, pretrain_iters, finetune_iters,
+            val_every, ckpt_every, crf: the iteration settings of ``PRESETS``.
+        export_dir: export the PLC model as a SavedModel here (None: no export).
+        extra: flags passed to every training stage.
+    """
+
+    dataset: str
+    data_dir: str
+    out_dir: str
+    no_of_tr_imgs: str
+    comb_tr_imgs: str
+    methods: tuple[str, ...]
+    seed: int
+    baseline_iters: int
+    joint_rounds: int
+    joint_iters_per_round: int
+    pretrain_iters: int
+    finetune_iters: int
+    val_every: int
+    ckpt_every: int
+    crf: int
+    export_dir: str | None = None
+    extra: tuple[str, ...] = ()
+
+
+def make_options(preset: str, overrides: dict[str, Any], **settings: Any) -> PipelineOptions:
+    """``PRESETS[preset]`` with the non-None ``overrides`` applied, plus the other ``settings``.
+
+    Raises:
+        InputError: unknown method.
+    """
+    bad = [m for m in settings.get("methods", ()) if m not in METHODS]
+    if bad:
+        raise InputError(f"--methods: unknown {bad}; valid: {','.join(METHODS)}")
+    values = dict(PRESETS[preset])
+    values.update({k: int(v) for k, v in overrides.items() if v is not None})
+    values.update(settings)
+    values["methods"] = tuple(values["methods"])
+    values["extra"] = tuple(values.get("extra", ()))
+    return PipelineOptions(**values)
 LABELS = {"baseline": "supervised baseline", "plc": "PLC (pseudo-label contrastive self-training)",
           "gcl_lcl": "GCL+LCL pre-training + fine-tuning"}
 
 
 def _done(workdir: Path, expected_step: int | None, **expected_conf: Any) -> bool:
     """A finished run of the expected length and settings lives in ``workdir``."""
-    path = workdir / "summary.json"
-    if not path.exists():
-        return False
     try:
+        summary = read_summary(workdir)
+        if summary is None:
+            return False
         if expected_conf:
-            conf = json.loads((workdir / "config.json").read_text())
+            conf = read_config(workdir)
             if any(conf.get(k) != v for k, v in expected_conf.items()):
                 return False
         if expected_step is None:
             return True
-        return int(json.loads(path.read_text()).get("step", -1)) == int(expected_step)
-    except (ValueError, TypeError, OSError):
+        return int(summary.get("step", -1)) == int(expected_step)
+    except (InputError, ValueError, TypeError):
         return False
 
 
@@ -120,11 +170,9 @@ def _check_settings(workdir: Path, cmd: Sequence[str]) -> None:
     A stage rerun there would resume (or reuse) the old run and report it under the new settings.
     """
     try:
-        conf = json.loads((workdir / "config.json").read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(conf, dict):
-        return
+        conf = read_config(workdir)
+    except InputError:
+        return  # no (readable) config.json: nothing ran there yet
     diffs = [(k, conf[k], v) for k, v in _command_flags(cmd).items()
              if k not in CONTINUE_KEYS + PLACE_KEYS and k in conf and not _same(conf[k], v)]
     if diffs:
@@ -139,29 +187,23 @@ def _expected_step(cmd: Sequence[str]) -> int | None:
     if fl.get("stage") == "pseudolabel":
         return None
     total = int(fl["rounds"]) * int(fl["n_iter_per_round"]) if fl.get("stage") == "joint" else int(fl["n_iter"])
-    cap = int(fl.get("max_steps", 0) or 0)
-    return min(total, cap) if cap > 0 else total
+    return capped(total, int(fl.get("max_steps", 0) or 0))
 
 
-def run_pipeline(opts: dict[str, Any]) -> dict[str, Any]:
+def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
     """Run the requested methods; returns ``{method: eval summary dict}``.
 
     A stage whose workdir holds a finished run with the same settings is reused, an unfinished one
     (or one asked for more iterations) runs again and resumes. Refused before any stage runs: a
     workdir made with other settings (``_check_settings``), and a finished stage made from an
     earlier run of a stage before it that runs again now (its results would be stale).
-
-    Args:
-        opts: ``dataset, data_dir, out_dir, no_of_tr_imgs, comb_tr_imgs, methods (list), seed,
-            crf, export_dir, extra (list of flags passed to every training stage)`` and the iteration
-            settings of ``PRESETS``.
     """
     py = sys.executable
-    out = Path(opts["out_dir"])
-    common = [f"--dataset={opts['dataset']}", f"--data_dir={opts['data_dir']}", f"--seed={opts['seed']}",
-              f"--val_every={opts['val_every']}", f"--ckpt_every={opts['ckpt_every']}"] + list(opts["extra"])
-    split = [f"--no_of_tr_imgs={opts['no_of_tr_imgs']}", f"--comb_tr_imgs={opts['comb_tr_imgs']}"]
-    methods = list(opts["methods"])
+    out = Path(opts.out_dir)
+    common = [f"--dataset={opts.dataset}", f"--data_dir={opts.data_dir}", f"--seed={opts.seed}",
+              f"--val_every={opts.val_every}", f"--ckpt_every={opts.ckpt_every}"] + list(opts.extra)
+    split = [f"--no_of_tr_imgs={opts.no_of_tr_imgs}", f"--comb_tr_imgs={opts.comb_tr_imgs}"]
+    methods = list(opts.methods)
     workdirs: dict[str, Path] = {}
     # (title, workdir, command, workdirs of the stages it is made from), in running order
     stages: list[tuple[str, Path, list[str], tuple[Path, ...]]] = []
@@ -170,28 +212,28 @@ def run_pipeline(opts: dict[str, Any]) -> dict[str, Any]:
     if "baseline" in methods or "plc" in methods:
         wb = out / "baseline"
         stages.append(("baseline", wb, [py, "train_selftrain.py", "--stage=baseline", f"--workdir={wb}",
-                                        f"--n_iter={opts['baseline_iters']}"] + common + split, ()))
+                                        f"--n_iter={opts.baseline_iters}"] + common + split, ()))
         workdirs["baseline"] = wb
     if "plc" in methods:
         wb, wp, wj = workdirs["baseline"], out / "pseudolabel", out / "plc"
-        crf = f"--crf={'true' if opts['crf'] else 'false'}"
+        crf = f"--crf={'true' if opts.crf else 'false'}"
         stages.append(("pseudolabel", wp, [py, "train_selftrain.py", "--stage=pseudolabel", f"--workdir={wp}",
                                            f"--init_from={wb}", crf] + common + split, (wb,)))
         stages.append(("joint (PLC)", wj, [
             py, "train_selftrain.py", "--stage=joint", f"--workdir={wj}", f"--init_from={wb}",
-            f"--pseudo_label_dir={wp / 'pseudo_labels' / 'round_0'}", f"--rounds={opts['joint_rounds']}",
-            f"--n_iter_per_round={opts['joint_iters_per_round']}", crf] + common + split, (wb, wp)))
+            f"--pseudo_label_dir={wp / 'pseudo_labels' / 'round_0'}", f"--rounds={opts.joint_rounds}",
+            f"--n_iter_per_round={opts.joint_iters_per_round}", crf] + common + split, (wb, wp)))
         workdirs["plc"] = wj
     if "gcl_lcl" in methods:
         wg, wl, wf = out / "gcl", out / "lcl", out / "gcl_lcl_ft"
-        pre = [f"--dataset={opts['dataset']}", f"--data_dir={opts['data_dir']}", f"--seed={opts['seed']}",
-               f"--ckpt_every={opts['ckpt_every']}", f"--n_iter={opts['pretrain_iters']}"] + list(opts["extra"])
+        pre = [f"--dataset={opts.dataset}", f"--data_dir={opts.data_dir}", f"--seed={opts.seed}",
+               f"--ckpt_every={opts.ckpt_every}", f"--n_iter={opts.pretrain_iters}"] + list(opts.extra)
         stages.append(("GCL pre-training", wg, [py, "train_pretrain.py", "--stage=global", f"--workdir={wg}"] + pre,
                        ()))
         stages.append(("LCL pre-training", wl, [py, "train_pretrain.py", "--stage=local", f"--workdir={wl}",
                                                 f"--init_from={wg}"] + pre, (wg,)))
         stages.append(("fine-tuning", wf, [py, "train_selftrain.py", "--stage=baseline", f"--workdir={wf}",
-                                           f"--init_from={wl}", f"--n_iter={opts['finetune_iters']}"]
+                                           f"--init_from={wl}", f"--n_iter={opts.finetune_iters}"]
                        + common + split, (wl,)))
         workdirs["gcl_lcl"] = wf
 
@@ -214,10 +256,10 @@ def run_pipeline(opts: dict[str, Any]) -> dict[str, Any]:
     for method in [m for m in METHODS if m in workdirs]:
         wd = workdirs[method]
         cmd = [py, "evaluate.py", f"--workdir={wd}", "--split=test"]
-        if method == "plc" and opts.get("export_dir"):
-            cmd.append(f"--export_dir={opts['export_dir']}")
+        if method == "plc" and opts.export_dir:
+            cmd.append(f"--export_dir={opts.export_dir}")
         _run(cmd, f"evaluate {method}")
-        results[method] = json.loads((wd / "eval_test" / "summary.json").read_text())
+        results[method] = read_eval_summary(wd / "eval_test")
     table = format_results(results)
     print("\n" + table, flush=True)
     print(f"(total {time.time() - t_start:.0f}s; workdirs under {out})", flush=True)
@@ -244,51 +286,3 @@ def format_results(results: dict[str, Any]) -> str:
     n = first.get("n_volumes")
     return (f"Test Dice per structure ({n} test volumes, native resolution, mean ± std over volumes)\n"
             + "\n".join(lines))
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-    import configs
-
-    flags.DEFINE_enum("dataset", "synthetic", list(configs.DATASETS), "dataset configuration")
-    flags.DEFINE_string("data_dir", None, "preprocessed data directory")
-    flags.DEFINE_string("out_dir", None, "root of the stage workdirs and results")
-    flags.DEFINE_string("no_of_tr_imgs", "tr1", "labeled set")
-    flags.DEFINE_string("comb_tr_imgs", "c1", "labeled combination")
-    flags.DEFINE_list("methods", ["baseline", "plc"], f"methods to run, any of {','.join(METHODS)}")
-    flags.DEFINE_enum("preset", "paper", list(PRESETS), "iteration settings")
-    for key in PRESETS["paper"]:
-        if key != "crf":
-            flags.DEFINE_integer(key, None, f"override the preset's {key}")
-    flags.DEFINE_integer("seed", 0, "seed of every stage")
-    flags.DEFINE_bool("crf", None, "dense-CRF refinement of the pseudo-labels (default: the preset's)")
-    flags.DEFINE_string("export_dir", None, "export the PLC model as a SavedModel here")
-    flags.DEFINE_multi_string("extra", [], "extra flag passed to every training stage, e.g. --extra=--jit_compile=true")
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.data_dir or not FLAGS.out_dir:
-        raise InputError("--data_dir and --out_dir are required")
-    bad = [m for m in FLAGS.methods if m not in METHODS]
-    if bad:
-        raise InputError(f"--methods: unknown {bad}; valid: {','.join(METHODS)}")
-    opts: dict[str, Any] = dict(PRESETS[FLAGS.preset])
-    for key in PRESETS["paper"]:
-        if key != "crf" and FLAGS[key].value is not None:
-            opts[key] = int(FLAGS[key].value)
-    if FLAGS.crf is not None:
-        opts["crf"] = int(FLAGS.crf)
-    opts.update(dataset=FLAGS.dataset, data_dir=os.path.abspath(FLAGS.data_dir),
-                out_dir=os.path.abspath(FLAGS.out_dir), no_of_tr_imgs=FLAGS.no_of_tr_imgs,
-                comb_tr_imgs=FLAGS.comb_tr_imgs, methods=FLAGS.methods, seed=FLAGS.seed,
-                export_dir=FLAGS.export_dir and os.path.abspath(FLAGS.export_dir), extra=FLAGS.extra)
-    run_pipeline(opts)
-
-
-if __name__ == "__main__":
-    define_flags()
-    app.run(run_main(main))

@@ -15,6 +15,7 @@ Logical CPU devices must be configured before TensorFlow initializes its devices
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from data.errors import InputError
+from common.errors import InputError
 
 JIT_CHOICES = ("auto", "true", "false")
 
@@ -90,6 +91,34 @@ def resolve_jit(jit_compile: str | bool) -> bool:
     if value == "auto":
         return bool(tf.config.list_physical_devices("GPU"))
     return value == "true"
+
+
+@dataclasses.dataclass(frozen=True)
+class XlaPlan:
+    """Which parts of a training step XLA compiles: the one place this is decided.
+
+    XLA cannot compile functions that touch mirrored variables under several replicas (DESIGN.md,
+    measured), so with ``--jit_compile`` on, a single replica compiles the whole step and several
+    replicas compile only the variable-free loss functions. The contrastive losses are pure
+    functions of tensors and are compiled in every mode; a loss holding variables (the local loss
+    with the g2 region projection) only on a single replica.
+
+    Attributes:
+        whole_step: compile the whole per-replica step.
+        seg_losses: compile the segmentation / joint loss terms separately.
+        losses_with_variables: compile a loss function that holds variables.
+    """
+
+    whole_step: bool
+    seg_losses: bool
+    losses_with_variables: bool
+
+
+def xla_plan(jit_compile: str | bool, num_replicas: int) -> XlaPlan:
+    """The :class:`XlaPlan` for ``--jit_compile`` and the number of replicas in sync."""
+    jit = resolve_jit(jit_compile)
+    return XlaPlan(whole_step=jit and num_replicas == 1, seg_losses=jit and num_replicas > 1,
+                   losses_with_variables=num_replicas == 1)
 
 
 def num_replicas_in_sync(strategy: tf.distribute.Strategy) -> int:

@@ -1,26 +1,18 @@
-"""Checkpoints of a training stage: resumable state (``W/ckpt``), best-by-validation weights
-(``W/best``), final weights (``W/final``) and the small JSON files beside them.
+"""Resumable checkpoints of a training stage (``W/ckpt``). The best-by-validation and final weights
+(``W/best``, ``W/final``) are written by :mod:`workdir` (``save_best``, ``save_final``).
 
 * ``W/ckpt/`` — ``tf.train.CheckpointManager`` over every stateful object of the stage (UNet, heads,
   optimizer, step counter, running best Dice). TensorFlow writes the data files first and updates the
   ``checkpoint`` index atomically, so a process killed while saving leaves the previous checkpoint
   usable.
-* ``W/best/model.weights.h5`` + ``best.json`` — UNet weights (``build_unet``-compatible) with the best
-  validation Dice, written atomically.
-* ``W/final/model.weights.h5`` — UNet weights at the end of the stage.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import keras
 import tensorflow as tf
-
-from data.atomic import atomic_write_json
 
 
 class TrainState(tf.Module):
@@ -79,49 +71,3 @@ class Checkpointer:
     def save(self, step: int) -> str:
         """Save all objects under number ``step``; returns the checkpoint prefix."""
         return self.manager.save(checkpoint_number=int(step))
-
-
-def save_weights_atomic(model: keras.Model, path: str | os.PathLike) -> None:
-    """``model.save_weights`` to a temporary ``.weights.h5`` sibling, then rename onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.weights.h5", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)  # keras refuses to overwrite silently in some versions; write a fresh file
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def save_best(model: keras.Model, workdir: str | os.PathLike, step: int, val_dice: float,
-              extra: dict | None = None) -> None:
-    """Write ``W/best/model.weights.h5`` and ``W/best/best.json`` (``{"step", "val_dice"}``)."""
-    best = Path(workdir) / "best"
-    save_weights_atomic(model, best / "model.weights.h5")
-    atomic_write_json(best / "best.json", {"step": int(step), "val_dice": float(val_dice),
-                                           **(extra or {})})
-
-
-def read_best(workdir: str | os.PathLike) -> dict | None:
-    """Contents of ``W/best/best.json`` or None."""
-    path = Path(workdir) / "best" / "best.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
-
-
-def save_final(model: keras.Model, workdir: str | os.PathLike) -> None:
-    """Write ``W/final/model.weights.h5``."""
-    save_weights_atomic(model, Path(workdir) / "final" / "model.weights.h5")
-
-
-def partial_restore(checkpoint_prefix: str, **objects: Any) -> None:
-    """Restore only ``objects`` (e.g. ``model=unet``) from a checkpoint written by ``Checkpointer``.
-
-    Objects absent from the call (optimizer, heads) are ignored; used to seed a stage from another
-    stage's resumable checkpoint when no ``.weights.h5`` file is available.
-    """
-    tf.train.Checkpoint(**objects).restore(checkpoint_prefix).expect_partial()

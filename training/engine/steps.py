@@ -11,10 +11,8 @@ once, and one step on R replicas with batches b1..bR equals one step on one repl
 ``strategy.run``, computes gradients, skips the update (NaN guard) when the loss or any gradient is
 non-finite on any replica, and otherwise applies Adam.
 
-XLA: on a single device the whole step is compiled when ``jit_compile`` is on. Under a multi-replica
-strategy XLA cannot compile functions that touch mirrored variables (DESIGN.md, measured), so there
-only the variable-free loss functions are compiled (``jit_loss``). The contrastive losses are always
-compiled (``jit_compile=True`` in every mode): they are pure functions of tensors.
+XLA: what is compiled is decided once, by :func:`training.engine.strategy.xla_plan` (the whole step
+on a single replica; only the loss functions, ``jit_loss``, under several replicas).
 """
 from __future__ import annotations
 
@@ -22,6 +20,8 @@ from typing import Any, Callable
 
 import keras
 import tensorflow as tf
+
+from models.transfer import iter_layers
 
 ComputeFn = Callable[[Any, int], tuple[tf.Tensor, dict[str, tf.Tensor]]]
 
@@ -75,7 +75,7 @@ def variables_of(models: list[keras.Model], exclude_prefixes: tuple[str, ...] = 
     for model in models:
         if model is None:
             continue
-        for layer in _leaf_layers(model):
+        for layer in iter_layers(model):
             if layer.name.startswith(tuple(exclude_prefixes)) and exclude_prefixes:
                 continue
             for v in layer.trainable_weights:
@@ -83,14 +83,6 @@ def variables_of(models: list[keras.Model], exclude_prefixes: tuple[str, ...] = 
                     seen.add(id(v))
                     out.append(v)
     return out
-
-
-def _leaf_layers(model: keras.layers.Layer):
-    for layer in getattr(model, "layers", []):
-        if getattr(layer, "layers", None):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def scale_units(per_unit: tf.Tensor, num_replicas: int) -> tf.Tensor:
@@ -142,7 +134,7 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
     """Build the distributed training step.
 
     Args:
-        strategy: the distribution strategy (``training.strategy.make_strategy``).
+        strategy: the distribution strategy (``training.engine.strategy.make_strategy``).
         compute_fn: ``(replica_batch, num_replicas) -> (loss, metrics)``, values scaled for the
             global batch (see module docstring).
         variables: variables to optimize (the optimizer must have been built on them).
@@ -186,8 +178,9 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
         finite = strategy.experimental_local_results(finite)[0]
         return loss, metrics, finite
 
-    whole_jit = bool(jit_compile) and replicas == 1
-    return tf.function(step, jit_compile=whole_jit or None)
+    if jit_compile and replicas > 1:
+        raise ValueError("XLA cannot compile a whole step over mirrored variables (see strategy.xla_plan)")
+    return tf.function(step, jit_compile=bool(jit_compile) or None)
 
 
 def maybe_jit(fn: Callable, jit_compile: bool) -> Callable:

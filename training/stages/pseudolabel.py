@@ -2,7 +2,7 @@
 
 ``W/pseudo_labels/round_0/<id>.nii.gz`` (int16, geometry of ``<data_dir>/<id>/image.nii.gz``) and
 ``manifest.json`` (kept / rejected volumes, TTA agreement, timings), written by
-``training.pseudo_labels.generate_pseudo_labels``. The manifest is written last, so a directory
+``pseudolabels.generate.generate_pseudo_labels``. The manifest is written last, so a directory
 with a manifest is complete; rerunning the stage with the same CRF / TTA / seed settings then
 does nothing, with other settings it regenerates the labels.
 """
@@ -14,11 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.errors import InputError
-from models.io import load_unet
-from training import common
-from training import loop as loop_lib
-from training.pseudo_labels import MANIFEST, generate_pseudo_labels, load_pseudo_labels, read_manifest
+from common.errors import InputError
+from training.config import SelfTrainConfig
+from training.engine import loop as loop_lib
+from training.engine.env import prepare, write_summary
+from pseudolabels.generate import MANIFEST, generate_pseudo_labels, load_pseudo_labels, read_manifest
+import workdir as wdir
 
 SHAPE_KEYS: tuple[str, ...] = ()
 
@@ -28,7 +29,7 @@ def round_dir(workdir: str | Path, r: int) -> Path:
     return Path(workdir) / "pseudo_labels" / f"round_{int(r)}"
 
 
-def make_pseudo_labels(unet: Any, conf: common.StageConfig, cfg: Any, volumes: Sequence[Any],
+def make_pseudo_labels(unet: Any, conf: SelfTrainConfig, cfg: Any, volumes: Sequence[Any],
                        out_dir: str | Path) -> dict:
     """Predict, (TTA-filter,) CRF-refine and write the pseudo-labels of ``volumes``; reuse a
     complete directory (one with a manifest) made with the same settings (CRF, TTA filter,
@@ -36,8 +37,8 @@ def make_pseudo_labels(unet: Any, conf: common.StageConfig, cfg: Any, volumes: S
     from evaluation.inference import keras_predictor, predict_volume
 
     out_dir = Path(out_dir)
-    settings = {"crf": bool(conf.get("crf", True)), "tta_filter": bool(conf.get("test_aug_overlap", 0)),
-                "f1_threshold": float(conf.get("test_f1_threshold", 0.9)), "seed": int(conf.get("seed", 0))}
+    settings = {"crf": bool(conf.crf), "tta_filter": bool(conf.test_aug_overlap),
+                "f1_threshold": float(conf.test_f1_threshold), "seed": int(conf.seed)}
     if (out_dir / MANIFEST).exists():
         old = read_manifest(out_dir)
         if all(old.get(k) == v for k, v in settings.items()):
@@ -49,7 +50,7 @@ def make_pseudo_labels(unet: Any, conf: common.StageConfig, cfg: Any, volumes: S
     def predict_fn(x: np.ndarray) -> np.ndarray:
         return predict_volume(predictor, x[..., 0])  # (D, H, W, C), chunks of 20 slices
 
-    workers = int(conf.get("crf_workers", 0) or 0) or None
+    workers = conf.crf_workers or None
     return generate_pseudo_labels(predict_fn, volumes, cfg, out_dir, workers=workers, progress=True,
                                   data_dir=conf.data_dir, **settings)
 
@@ -74,14 +75,13 @@ def load_kept(pl_dir: str | Path, volumes: Sequence[Any]) -> tuple[list[np.ndarr
     return images, labs, manifest
 
 
-def run_pseudolabel(conf: common.StageConfig) -> dict[str, Any]:
+def run_pseudolabel(conf: SelfTrainConfig) -> dict[str, Any]:
     """``--stage pseudolabel``: pseudo-labels of the unlabeled pool from the ``--init_from`` model."""
     t0 = time.time()
-    conf = common.resolve_dataset(conf)
-    if not conf.get("init_from"):
+    if not conf.init_from:
         raise InputError("--init_from is required for --stage pseudolabel (a baseline workdir)")
-    env = common.prepare(conf, SHAPE_KEYS)
-    unet = load_unet(conf.init_from, num_classes=env.cfg.num_classes)
+    env = prepare(conf, SHAPE_KEYS, (conf.no_of_tr_imgs, conf.comb_tr_imgs))
+    unet = wdir.load_unet(conf.init_from, num_classes=env.cfg.num_classes)
     from data import store
 
     volumes = store.load_volumes(conf.data_dir, env.split.unlabeled)
@@ -92,5 +92,5 @@ def run_pseudolabel(conf: common.StageConfig) -> dict[str, Any]:
     summary = {"stage": "pseudolabel", "kept": len(manifest["kept"]), "rejected": len(manifest["rejected"]),
                "dir": str(out), "slices_per_s": manifest.get("timings", {}).get("slices_per_s"),
                "seconds": time.time() - t0}
-    common.write_summary(env, summary)
+    write_summary(env, summary)
     return summary

@@ -1,10 +1,10 @@
 """Pseudo-label generation for PLC self-training (ORIGINAL_SPEC §4.3 step 2).
 
 For every unlabeled volume (preprocessed geometry, target resolution, as 9.3.13):
-1. optional TTA agreement filter (:mod:`training.tta`): keep the volume only if the mean
+1. optional TTA agreement filter (:mod:`pseudolabels.tta`): keep the volume only if the mean
    foreground F1 between the predictions of two augmented copies exceeds ``f1_threshold``;
 2. softmax of the network (``predict_fn``, inference mode);
-3. label = argmax, or the dense-CRF refinement of the softmax (:mod:`training.crf`, parameters
+3. label = argmax, or the dense-CRF refinement of the softmax (:mod:`pseudolabels.crf`, parameters
    ``cfg.crf_params``) when ``crf=True`` (the default of the port, as the originals);
 4. ``out_dir/<id>.nii.gz`` (int16, (H, W, D), same geometry as ``<data_dir>/<id>/image.nii.gz``)
    and, last, ``out_dir/manifest.json``. Every file is written atomically, and an old manifest is
@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from data.atomic import atomic_save_nifti, atomic_write_json
-from data.errors import InputError
-from training import crf as crf_lib
-from training import tta as tta_lib
+from common.atomic import atomic_save_nifti, atomic_write_json
+from common.errors import InputError
+from pseudolabels import crf as crf_lib
+from pseudolabels import tta as tta_lib
 
 MANIFEST = "manifest.json"
 PredictFn = Callable[[np.ndarray], np.ndarray]

@@ -7,7 +7,9 @@ Per iteration (one *unit*; a replica always receives whole units):
    table (20 contrastive images = 10 pairs);
 3. ``select_segmentation_slices``: the first 20 labeled candidates with at least
    ``min_seg_classes`` labels (the segmentation batch);
-4. ``sample_anchors``: P anchor pixels per class and image;
+4. ``sample_anchors``: P anchor pixels per class and image; with ``contrastive_background`` the
+   contrastive labels are shifted by one first (background -> class 1, class c -> c + 1, class 0
+   never present), so the background is an anchor class and a prototype of the loss (binary tasks);
 5. if 2-4 fail (too few qualifying slices, no valid anchor) the unit is marked ``valid = False``
    and the iteration is skipped (it still counts, as in the original).
 
@@ -24,8 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment as A
-from losses.pseudo_label_contrastive import (assemble_contrastive_batch, sample_anchors,
-                                              select_segmentation_slices)
+from data.plc_selection import assemble_contrastive_batch, sample_anchors, select_segmentation_slices
 
 CANDIDATES_LABELED = 300  # 15 * mtask_bs
 CANDIDATES_UNLABELED = 300  # 30 * bt_size
@@ -39,6 +40,10 @@ class JointSampler:
         unl_images, unl_labels: pseudo-labeled volumes, lists of ``(D, H, W)``.
         num_classes: C.
         min_seg_classes: ``DatasetConfig.min_seg_classes``.
+        min_con_classes: labels a contrastive slice needs (``DatasetConfig.contrastive_classes``;
+            None = all classes, the originals' rule).
+        contrastive_background: background as a contrastive class (``DatasetConfig``); the
+            contrastive labels then have ``num_classes + 1`` classes (see module docstring).
         seg_batch: labeled slices for the Dice loss (20).
         bt_size: contrastive pairs (10).
         num_pos: anchors per class and image (``--no_of_pos_eles``).
@@ -49,13 +54,17 @@ class JointSampler:
     def __init__(self, lab_images: Sequence[np.ndarray], lab_labels: Sequence[np.ndarray],
                  unl_images: Sequence[np.ndarray], unl_labels: Sequence[np.ndarray], num_classes: int,
                  min_seg_classes: int, seg_batch: int = 20, bt_size: int = 10, num_pos: int = 3,
-                 inter_image: bool = True, seed: int = 0) -> None:
+                 inter_image: bool = True, seed: int = 0, min_con_classes: int | None = None,
+                 contrastive_background: bool = False) -> None:
         self.li = np.concatenate([np.asarray(v, np.float32) for v in lab_images])  # (Nl, H, W)
         self.ll = np.concatenate([np.asarray(v, np.int32) for v in lab_labels])  # (Nl, H, W)
         self.ui = np.concatenate([np.asarray(v, np.float32) for v in unl_images])  # (Nu, H, W)
         self.ul = np.concatenate([np.asarray(v, np.int32) for v in unl_labels])  # (Nu, H, W)
         self.c = int(num_classes)
         self.min_seg = int(min_seg_classes)
+        self.min_con = None if min_con_classes is None else int(min_con_classes)
+        self.shift = int(bool(contrastive_background))
+        self.c_con = self.c + self.shift  # classes of the contrastive labels
         self.seg_batch = int(seg_batch)
         self.bt_size = int(bt_size)
         self.num_pos = int(num_pos)
@@ -69,14 +78,15 @@ class JointSampler:
         us = self.rng.integers(0, self.ui.shape[0], CANDIDATES_UNLABELED)
         lab_lbl = self.ll[ls]  # (300, H, W)
         con = assemble_contrastive_batch(self.li[ls], lab_lbl, self.ui[us], self.ul[us], self.c,
-                                         inter_image=self.inter, bt_size=self.bt_size)
+                                         inter_image=self.inter, bt_size=self.bt_size, min_classes=self.min_con)
         if con is None:
             return None
         seg_idx = select_segmentation_slices(lab_lbl, self.min_seg, self.seg_batch)
         if seg_idx is None:
             return None
         x_con, y_con = con  # (2B, H, W) each
-        yx, valid = sample_anchors(y_con, self.c, self.num_pos, self.rng)
+        y_con = y_con + self.shift
+        yx, valid = sample_anchors(y_con, self.c_con, self.num_pos, self.rng)
         if not valid.any():
             return None
         return {"x_lab": self.li[ls][seg_idx], "y_lab": lab_lbl[seg_idx], "x_con": x_con,
@@ -84,7 +94,7 @@ class JointSampler:
 
     def empty(self) -> dict[str, np.ndarray]:
         """A placeholder unit for skipped iterations (never trained on)."""
-        n2, p, c1 = 2 * self.bt_size, self.num_pos, self.c - 1
+        n2, p, c1 = 2 * self.bt_size, self.num_pos, self.c_con - 1
         return {"x_lab": np.zeros((self.seg_batch, self.h, self.w), np.float32),
                 "y_lab": np.zeros((self.seg_batch, self.h, self.w), np.int32),
                 "x_con": np.zeros((n2, self.h, self.w), np.float32),
@@ -103,7 +113,7 @@ class JointSampler:
             yield unit
 
     def signature(self) -> dict[str, tf.TensorSpec]:
-        n2, p, c1 = 2 * self.bt_size, self.num_pos, self.c - 1
+        n2, p, c1 = 2 * self.bt_size, self.num_pos, self.c_con - 1
         h, w = self.h, self.w
         return {"x_lab": tf.TensorSpec((self.seg_batch, h, w), tf.float32),
                 "y_lab": tf.TensorSpec((self.seg_batch, h, w), tf.int32),
@@ -116,9 +126,11 @@ class JointSampler:
 
 
 def augment_unit(unit: dict[str, tf.Tensor], num_classes: int, bt_size: int, augment: bool = True,
-                 deform: bool = True, intensity: bool = False, sigma: float = 5.0) -> dict[str, tf.Tensor]:
+                 deform: bool = True, intensity: bool = False, sigma: float = 5.0,
+                 con_classes: int | None = None) -> dict[str, tf.Tensor]:
     """TF part of a unit: seg batch affine (+ deformation, soft one-hot labels), contrastive halves
-    intensity-augmented separately (one draw per half), labels one-hot."""
+    intensity-augmented separately (one draw per half), labels one-hot (contrastive labels with
+    ``con_classes`` classes, default ``num_classes``)."""
     s_aff, s_def, s_c1, s_c2 = A.split_seed(unit["seed"], 4)
     x = unit["x_lab"][..., None]  # (N_l, H, W, 1)
     y = unit["y_lab"]  # (N_l, H, W)
@@ -131,7 +143,7 @@ def augment_unit(unit: dict[str, tf.Tensor], num_classes: int, bt_size: int, aug
     xc = tf.concat([A.brightness_contrast(xc[:bt_size], s_c1),
                     A.brightness_contrast(xc[bt_size:], s_c2)], axis=0)  # (2B, H, W, 1)
     return {"x_lab": x, "y_lab": onehot, "x_con": xc,
-            "y_con": tf.one_hot(unit["y_con"], num_classes, dtype=tf.float32),  # (2B, H, W, C)
+            "y_con": tf.one_hot(unit["y_con"], con_classes or num_classes, dtype=tf.float32),  # (2B, H, W, C')
             "anchor_yx": unit["anchor_yx"], "anchor_valid": unit["anchor_valid"],
             "valid": unit["valid"]}
 
@@ -140,7 +152,8 @@ def joint_dataset(sampler: JointSampler, augment: bool = True, deform: bool = Tr
                   intensity: bool = False, sigma: float = 5.0, prefetch: int = 2) -> tf.data.Dataset:
     """Infinite dataset of augmented units, sampled on the host and prefetched."""
     ds = tf.data.Dataset.from_generator(sampler.generator, output_signature=sampler.signature())
-    ds = ds.map(lambda u: augment_unit(u, sampler.c, sampler.bt_size, augment, deform, intensity, sigma),
+    ds = ds.map(lambda u: augment_unit(u, sampler.c, sampler.bt_size, augment, deform, intensity, sigma,
+                                       sampler.c_con),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(prefetch)
 

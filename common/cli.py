@@ -1,12 +1,10 @@
-"""User-facing input errors and the wrapper that turns them into a one-line message and exit 2."""
+"""The wrapper every command-line ``main`` runs under: ``InputError`` -> one line and exit 2."""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-
-class InputError(ValueError):
-    """Bad user input (file, flag, data). The message is one line naming the culprit."""
+from common.errors import InputError
 
 
 def run_main(main: Callable[[list[str]], object]) -> Callable[[list[str]], object]:

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from data.errors import InputError
+from common.errors import InputError
 
 PARAM_NAMES = ("a_sxy", "a_srgb", "a_w1", "g_sxy", "g_w2", "n_iter")
 

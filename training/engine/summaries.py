@@ -35,3 +35,24 @@ def images(name: str, batch: np.ndarray, step: int, max_outputs: int = 4) -> Non
     h, w = batch.shape[1], batch.shape[2]
     tensor = tf.stack([tf.constant(str(w)), tf.constant(str(h))] + pngs)  # (2 + n,) strings
     tf.summary.write(name, tensor, step=int(step), metadata=_IMAGE_META)
+
+
+def overlay_images(images: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """``(N,H,W)`` image, GT, prediction -> ``(N, H, 3W, 3)`` uint8 panels [image | GT | pred].
+
+    Labels are drawn with a fixed colour per class over the grey image.
+    """
+    colours = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48],
+                        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.float32)
+    img = images.astype(np.float32)
+    lo, hi = np.percentile(img, 1), np.percentile(img, 99)
+    grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)[..., None] * 255.0  # (N, H, W, 1)
+    grey = np.repeat(grey, 3, axis=-1)  # (N, H, W, 3)
+
+    def paint(lab):
+        col = colours[np.clip(lab, 0, len(colours) - 1) % len(colours)]  # (N, H, W, 3)
+        mask = (lab > 0)[..., None]
+        return np.where(mask, 0.5 * grey + 0.5 * col, grey)
+
+    panel = np.concatenate([grey, paint(labels), paint(preds)], axis=2)  # (N, H, 3W, 3)
+    return panel.astype(np.uint8)

@@ -1,0 +1,1 @@
+"""Helpers every package uses: input errors, atomic writes, the command-line main wrapper."""

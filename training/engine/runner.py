@@ -1,0 +1,205 @@
+"""The one stage runner: the skeleton every training stage shares, written once.
+
+    env = prepare(conf)                      # strategy, workdir, config.json, dataset, split
+    models = task.build()                    # inside the strategy scope (+ synchronized BN)
+    optimizer, state, checkpointer           # Adam built on task.trainable_variables()
+    restore the latest checkpoint, or task.initialize() on a fresh start (--init_from)
+    step = make_train_step(task.compute_fn())
+    for segment in task.segments(run):       # one segment, or the PLC rounds
+        run_loop(segment)                    # validation, best weights, checkpoints, summaries
+    save final weights, write summary.json
+
+A stage is a :class:`Task`: a small object that says which models it trains and how (build,
+variables, initialization, dataset, compute function) and, for multi-segment stages, what
+happens between segments (the PLC round end).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import keras
+import tensorflow as tf
+
+import workdir as wdir
+from training.config import StageConfig
+from training.engine import checkpoint as ck
+from training.engine import loop as loop_lib
+from training.engine import steps
+from training.engine.env import StageEnv, distribute, prepare, write_summary
+from training.engine.validation import Validator
+
+DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """A stretch of iterations run by one ``run_loop`` call.
+
+    Attributes:
+        end_step: the loop stops when the step counter reaches this value.
+        dataset_fn: ``start_step -> (InputContext -> tf.data.Dataset)``: the pipeline of this
+            segment for a run that starts (or resumes) at ``start_step``.
+        desc: progress label.
+        val_origin: iteration index from which ``val_every`` counts.
+        save_at_end: save a checkpoint after the last iteration (see ``LoopConfig``).
+    """
+
+    end_step: int
+    dataset_fn: Callable[[int], DatasetFn]
+    desc: str
+    val_origin: int = 0
+    save_at_end: bool = True
+
+
+@dataclasses.dataclass
+class StageRun:
+    """What the runner built, handed to the task's segment generator and summary."""
+
+    env: StageEnv
+    state: ck.TrainState
+    optimizer: keras.optimizers.Optimizer
+    checkpointer: ck.Checkpointer
+    metrics: wdir.MetricsLog
+    result: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Task:
+    """One training stage as the runner sees it. Subclasses override what differs.
+
+    Attributes:
+        shape_keys: config keys whose change makes the workdir's checkpoints unusable.
+        validates: run validation (and keep best weights) during training.
+    """
+
+    shape_keys: tuple[str, ...] = ()
+    validates: bool = True
+    models: dict[str, keras.Model]  # set by the runner from build()
+
+    def __init__(self, conf: StageConfig, env: StageEnv) -> None:
+        self.conf = conf
+        self.env = env
+        self.cfg = env.cfg
+
+    # ---- before the environment exists
+    @classmethod
+    def check(cls, conf: StageConfig) -> None:
+        """Flag checks (one-line ``InputError``s) before anything is created."""
+
+    @classmethod
+    def shape_keys_for(cls, conf: StageConfig) -> tuple[str, ...]:
+        """Config keys whose change makes the workdir's checkpoints unusable."""
+        return cls.shape_keys
+
+    @classmethod
+    def split_key(cls, conf: StageConfig) -> tuple[str, str]:
+        """``(no_of_tr_imgs, comb_tr_imgs)`` of the volumes the stage reads."""
+        return (conf.no_of_tr_imgs, conf.comb_tr_imgs)
+
+    @classmethod
+    def config_extra(cls, conf: StageConfig) -> dict[str, Any]:
+        """Values recorded in ``config.json`` beside the flags and the dataset fields."""
+        return {}
+
+    # ---- models and optimization
+    def build(self) -> dict[str, keras.Model]:
+        """Build the models (called inside the strategy scope); returns the checkpointed ones by
+        name (``model`` is the UNet whose weights the stage writes)."""
+        raise NotImplementedError
+
+    def trainable_variables(self) -> list[tf.Variable]:
+        raise NotImplementedError
+
+    def state_variables(self) -> list[tf.Variable]:
+        """Non-trainable variables the forward pass updates (BN statistics; NaN-guarded)."""
+        return [v for m in self.models.values() for v in m.non_trainable_variables]
+
+    @property
+    def learning_rate(self) -> float:
+        raise NotImplementedError
+
+    def attach(self, objects: dict[str, Any]) -> None:
+        """Called with every checkpointed object (models, optimizer, state) before the restore."""
+
+    def initialize(self) -> None:
+        """Fresh start only (no checkpoint restored): copy weights from ``--init_from``."""
+
+    def compute_fn(self) -> steps.ComputeFn:
+        raise NotImplementedError
+
+    def dataset_fn(self, start_step: int) -> DatasetFn:
+        raise NotImplementedError
+
+    def skip_fn(self) -> Callable[[Any], bool] | None:
+        return None
+
+    # ---- the loop
+    def segments(self, run: StageRun) -> Iterator[Segment]:
+        """The segments to run; code after a ``yield`` runs when that segment is over."""
+        yield Segment(end_step=self.conf.end_step, dataset_fn=self.dataset_fn, desc=self.conf.stage)
+
+    def save_best(self, step: int, val_dice: float) -> None:
+        wdir.save_best(self.models["model"], self.env.out_dir, step, val_dice)
+
+    def summary(self, run: StageRun) -> dict[str, Any]:
+        """The stage-specific part of ``summary.json``."""
+        return dict(run.result)
+
+    @property
+    def unet(self) -> keras.Model:
+        return self.models["model"]
+
+
+def run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
+    """Run (or resume) the stage ``task_cls`` with ``conf``; returns its summary."""
+    t_start = time.time()
+    task_cls.check(conf)
+    env = prepare(conf, task_cls.shape_keys_for(conf), task_cls.split_key(conf), task_cls.config_extra(conf))
+    task = task_cls(conf, env)
+    strategy = env.strategy
+    with strategy.scope():
+        task.models = task.build()
+        if env.replicas > 1:
+            for model in task.models.values():
+                steps.synchronize_batchnorm(model)
+    variables = task.trainable_variables()
+    optimizer = steps.make_optimizer(task.learning_rate, variables, strategy)
+    state = ck.TrainState()
+    objects = {**task.models, "optimizer": optimizer, "state": state}
+    checkpointer = ck.Checkpointer(env.out_dir / "ckpt", restore_from=env.workdir / "ckpt", **objects)
+    task.attach(objects)
+    if checkpointer.restore_latest():
+        loop_lib.log(f"[{conf.stage}] resuming from step {int(state.step.numpy())}")
+    else:
+        task.initialize()
+    metrics = wdir.MetricsLog(env.out_dir, int(state.step.numpy()))
+    run = StageRun(env=env, state=state, optimizer=optimizer, checkpointer=checkpointer, metrics=metrics)
+    step_fn = steps.make_train_step(strategy, task.compute_fn(), variables, optimizer, jit_compile=env.xla.whole_step,
+                                    state_variables=task.state_variables())
+    validator = Validator(conf.data_dir, env.split.val, env.cfg, task.unet) if task.validates else None
+    writers = env.writers()
+    for seg in task.segments(run):
+        if int(state.step.numpy()) >= seg.end_step:
+            continue
+        batches = distribute(strategy, seg.dataset_fn(int(state.step.numpy())))
+        lcfg = loop_lib.LoopConfig(
+            workdir=str(env.out_dir), end_step=seg.end_step, val_every=int(conf.val_every) if validator else 0,
+            ckpt_every=int(conf.ckpt_every), log_every=int(conf.log_every), is_chief=env.is_chief,
+            desc=seg.desc, val_origin=seg.val_origin, save_at_end=seg.save_at_end)
+        run.result = loop_lib.run_loop(lcfg, state, step_fn, batches, checkpointer, metrics,
+                                       validate_fn=validator, save_best_fn=task.save_best if validator else None,
+                                       skip_fn=task.skip_fn(), writers=writers)
+    if not run.result:  # nothing left to run (a finished stage rerun): report the checkpointed state
+        run.result = loop_lib.state_summary(state)
+    if env.is_chief:
+        wdir.save_final(task.unet, env.out_dir)
+    summary = {"stage": conf.stage, **task.summary(run), "seconds": time.time() - t_start,
+               "replicas": env.replicas}
+    write_summary(env, summary)
+    return summary
+
+
+def labeled_arrays(volumes: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """``([image (D,H,W)], [label (D,H,W)])`` of loaded volumes."""
+    return [v.image for v in volumes], [v.label for v in volumes]

@@ -1,0 +1,221 @@
+"""PLC joint training (ORIGINAL_SPEC §3.4, §4.3 step 3): rounds of joint Dice + pseudo-label local
+contrastive training, pseudo-labels re-estimated between rounds.
+
+* Initialization (round 0): encoder and decoder from the baseline (``--init_from``; trainable
+  weights only, BN statistics fresh, §9.3.9), segmentation head and h head freshly initialized,
+  fresh Adam.
+* Each iteration: one 40-image forward (``training.engine.steps.joint_compute``) on a unit from
+  ``data.joint_sampler``; skipped units count as iterations.
+* Validation every ``val_every`` iterations of the round; a better Dice writes ``W/best`` and the
+  full training state to ``W/best_state`` (weights, heads, Adam, counters).
+* Round end (not after the last round): the most recently saved best state is restored (as the
+  release's ``get_max_chkpt_file``), the running best is reset to the last validation Dice
+  (release behaviour, 9.3.6; ``--plc_global_best`` keeps the global best instead), and the
+  pseudo-labels of the next round are predicted by that model with the same code as
+  ``--stage pseudolabel`` (``W/pseudo_labels/round_<r>``).
+* Round 0 pseudo-labels: ``--pseudo_label_dir`` (output of ``--stage pseudolabel``) or, if not
+  given, generated from the ``--init_from`` model into ``W/pseudo_labels/round_0``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import tensorflow as tf
+
+from data import joint_sampler, store
+from common.errors import InputError
+from data.plc_selection import CONTRASTIVE_BT_SIZE
+from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
+from losses.segmentation import segmentation_loss
+from models.heads import build_h
+from models.transfer import transfer_weights
+from models.unet import build_unet
+from training.config import SelfTrainConfig
+from training.engine import checkpoint as ck
+from training.engine import loop as loop_lib
+from training.engine import steps
+from training.engine.env import data_seed, load_labeled
+from training.engine.runner import Segment, StageRun, Task, labeled_arrays, run_stage
+from training.stages.pseudolabel import load_kept, make_pseudo_labels, round_dir
+import workdir as wdir
+
+SHAPE_KEYS = ("bt_size", "no_of_pos_eles", "local_loss_exp_no", "n_iter_per_round", "rounds", "batch_size")
+
+
+def plc_loss_fn(conf: SelfTrainConfig):
+    """The pseudo-label contrastive loss with the stage's settings, ``(..., reduction) -> loss``."""
+    return functools.partial(
+        pseudo_label_local_contrastive_loss, temperature=conf.temp_fac,
+        inter_image=conf.local_loss_exp_no == 1, stop_gradient_prototypes=conf.ver == 1,
+        replicate_original_weighting=conf.replicate_plc_loss_weighting)
+
+
+def _plc_per_unit(conf: SelfTrainConfig):
+    """Per-pair PLC loss for the step builder; with the release's weighting (a scalar over the 10
+    pairs of one unit) the scalar is returned as the unit's single value."""
+    base = plc_loss_fn(conf)
+    if conf.replicate_plc_loss_weighting:
+        def fn(emb, y, yx, valid, reduction="none"):
+            if reduction != "none":
+                raise ValueError("the per-unit PLC loss only has reduction='none'")
+            return tf.reshape(base(emb, y, yx, valid, reduction="mean"), [1])  # (1,)
+        return fn
+    return base
+
+
+class JointTask(Task):
+    """PLC joint training: rounds of Dice + pseudo-label contrastive loss (module docstring)."""
+
+    shape_keys = SHAPE_KEYS
+
+    @classmethod
+    def check(cls, conf: SelfTrainConfig) -> None:
+        """Flag checks of the joint stage (one-line InputErrors)."""
+        if conf.bt_size != CONTRASTIVE_BT_SIZE:
+            raise InputError(f"--bt_size must be {CONTRASTIVE_BT_SIZE} for --stage joint: the pairing table of "
+                             f"the original is defined for 10 pairs only (got {conf.bt_size})")
+        if conf.local_loss_exp_no not in (0, 1):
+            raise InputError(f"--local_loss_exp_no must be 0 or 1, got {conf.local_loss_exp_no}")
+        if conf.rounds < 1 or conf.n_iter_per_round < 1:
+            raise InputError("--rounds and --n_iter_per_round must be >= 1")
+        if conf.no_of_pos_eles < 1:
+            raise InputError(f"--no_of_pos_eles must be >= 1, got {conf.no_of_pos_eles}")
+        if not conf.init_from:
+            raise InputError("--init_from is required for --stage joint (the baseline workdir)")
+
+    def build(self) -> dict[str, Any]:
+        conf = self.conf
+        self.labeled = load_labeled(conf.data_dir, self.env.split.labeled, "labeled")
+        self.unlabeled = store.load_volumes(conf.data_dir, self.env.split.unlabeled)
+        unet = build_unet(self.cfg.num_classes, tuple(self.cfg.image_size))
+        h_head = build_h()
+        self.two_out = steps.joint_model(unet)
+        self.baseline = None
+        self.round_info: list[dict[str, Any]] = []
+        return {"model": unet, "h": h_head}
+
+    def trainable_variables(self) -> list:
+        return self.unet.trainable_variables + self.models["h"].trainable_variables
+
+    @property
+    def learning_rate(self) -> float:
+        return self.conf.lr_seg
+
+    def attach(self, objects: dict[str, Any]) -> None:
+        self.best_state = ck.Checkpointer(self.env.out_dir / "best_state", max_to_keep=1,
+                                          restore_from=self.env.workdir / "best_state", **objects)
+
+    def initialize(self) -> None:
+        self.baseline = wdir.load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
+        copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_"))
+        loop_lib.log(f"[joint] initialized {len(copied)} encoder/decoder layers from {self.conf.init_from}")
+
+    def compute_fn(self) -> steps.ComputeFn:
+        seg_loss = functools.partial(segmentation_loss, dsc_loss=self.conf.dsc_loss,
+                                     class_weights=self.cfg.class_weights)
+        return steps.joint_compute(self.two_out, self.models["h"], seg_loss, _plc_per_unit(self.conf),
+                                   self.conf.lamda_local, jit_loss=self.env.xla.seg_losses)
+
+    def skip_fn(self):
+        strategy = self.env.strategy
+        return lambda batch: joint_sampler.is_skipped(batch, strategy)
+
+    def save_best(self, step: int, val_dice: float) -> None:
+        wdir.save_best(self.unet, self.env.out_dir, step, val_dice)
+        self.best_state.save(step)
+
+    def pseudo_labels(self, r: int) -> tuple[list, list]:
+        """Images and pseudo-labels of round ``r`` (made now if the round's directory is incomplete)."""
+        conf, out_dir = self.conf, self.env.out_dir
+        pl_dir = round_dir(out_dir, r)
+        if r == 0 and conf.pseudo_label_dir:
+            pl_dir = Path(conf.pseudo_label_dir)
+        elif not (pl_dir / "manifest.json").exists():
+            source = self.unet
+            if r == 0:
+                source = self.baseline if self.baseline is not None else wdir.load_unet(
+                    conf.init_from, num_classes=self.cfg.num_classes)
+            t0 = time.time()
+            make_pseudo_labels(source, conf, self.cfg, self.unlabeled, pl_dir)
+            loop_lib.log(f"[joint] round {r}: pseudo-labels in {pl_dir} ({time.time() - t0:.0f}s)")
+        unl_images, unl_labels, manifest = load_kept(pl_dir, self.unlabeled)
+        self.round_info.append({"round": r, "pseudo_labels": str(pl_dir), "kept": len(manifest["kept"]),
+                                "rejected": len(manifest.get("rejected", []))})
+        return unl_images, unl_labels
+
+    def round_dataset_fn(self, unl_images: list, unl_labels: list):
+        """``start_step -> dataset_fn`` of one round (the joint sampler over this round's labels)."""
+        conf, cfg = self.conf, self.cfg
+        lab_images, lab_labels = labeled_arrays(self.labeled)
+
+        def for_start(start_step: int):
+            seed0 = data_seed(conf.seed, start_step)
+
+            def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+                sampler = joint_sampler.JointSampler(
+                    lab_images, lab_labels, unl_images, unl_labels, cfg.num_classes, cfg.min_seg_classes,
+                    seg_batch=conf.batch_size, bt_size=conf.bt_size, num_pos=conf.no_of_pos_eles,
+                    inter_image=conf.local_loss_exp_no == 1, seed=seed0 + 7 * int(ctx.input_pipeline_id),
+                    min_con_classes=cfg.contrastive_classes, contrastive_background=cfg.contrastive_background)
+                return joint_sampler.joint_dataset(sampler, augment=bool(conf.data_aug), deform=bool(conf.rd_en),
+                                                   intensity=bool(conf.ri_en), sigma=conf.sigma)
+            return dataset_fn
+        return for_start
+
+    def segments(self, run: StageRun) -> Iterator[Segment]:
+        """One segment per round; the round end continues from the round's best state."""
+        conf, state = self.conf, run.state
+        n_per, rounds = conf.n_iter_per_round, conf.rounds
+        total = conf.joint_end_step
+        for r in range(rounds):
+            r_start, r_end = r * n_per, min((r + 1) * n_per, total)
+            if r_start >= total:
+                break
+            unl_images, unl_labels = self.pseudo_labels(r)
+            yield Segment(end_step=r_end, dataset_fn=self.round_dataset_fn(unl_images, unl_labels),
+                          desc=f"joint r{r}", val_origin=r_start,
+                          save_at_end=not (r_end == (r + 1) * n_per and r < rounds - 1))
+            # A round is over only when all its iterations ran (not when --max_steps stopped inside
+            # or at the end of it: a later run without the cap must still do the round end).
+            round_complete = int(state.step.numpy()) >= (r + 1) * n_per
+            if round_complete and int(state.rounds_done.numpy()) <= r:
+                if r < rounds - 1:
+                    self.round_end(run, r)
+                state.rounds_done.assign(r + 1)
+
+    def round_end(self, run: StageRun, r: int) -> None:
+        """Continue from the most recently saved best state (release behaviour, 9.3.6)."""
+        state, n_per = run.state, self.conf.n_iter_per_round
+        keep = {k: int(getattr(state, k).numpy()) for k in ("skipped", "nonfinite")}
+        last_val = float(state.last_val.numpy())
+        restored = self.best_state.restore_latest()
+        loop_lib.log(f"[joint] round {r} done: continuing from "
+                     f"{self.best_state.latest if restored else 'the last weights (no best state saved)'}")
+        for k, v in keep.items():
+            getattr(state, k).assign(v)
+        state.step.assign((r + 1) * n_per)
+        state.last_val.assign(last_val)
+        if not self.conf.plc_global_best and math.isfinite(last_val):
+            state.best.assign(last_val)
+        state.rounds_done.assign(r + 1)
+        run.checkpointer.save((r + 1) * n_per)
+
+    def summary(self, run: StageRun) -> dict[str, Any]:
+        # W/best holds the most recently saved best (the running best is reset at each round end), so
+        # report what W/best holds rather than the running value.
+        state = run.state
+        best = wdir.read_best(self.env.out_dir) if self.env.is_chief else None
+        return {"step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
+                "nonfinite": int(state.nonfinite.numpy()),
+                "best_val_dice": float(best["val_dice"]) if best else float(state.best.numpy()),
+                "best_step": int(best["step"]) if best else None,
+                "last_val_dice": float(state.last_val.numpy()), "rounds": self.round_info}
+
+
+def run_joint(conf: SelfTrainConfig) -> dict[str, Any]:
+    """Run (or resume) PLC joint training; returns the summary."""
+    return run_stage(JointTask, conf)

@@ -1,0 +1,363 @@
+"""The JSON files of a stage workdir: ``config.json``, ``best/best.json``, ``summary.json``,
+``metrics.json``, and the ``eval_<split>/summary.json`` that ``evaluate.py`` writes.
+
+Every reader raises a one-line :class:`common.errors.InputError` naming the file when a required file
+is missing, is not valid JSON or does not have the expected shape. ``config.json`` is flat: the
+resolved flags of the stage plus the dataset's fixed properties (``num_classes``, ``image_size``,
+``struct_names``), all at the top level.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from common.atomic import atomic_write_json
+from common.errors import InputError
+
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.json"
+BEST_DIR = "best"
+BEST_JSON = "best.json"
+
+# Default of ``train_pretrain.py --no_of_decoder_blocks``: a local workdir whose config.json lacks
+# the key was trained with it.
+DEFAULT_DECODER_BLOCKS = 3
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The parsed contents of a JSON file.
+
+    Raises:
+        InputError: missing, unreadable or invalid file (one line naming it).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numbers as plain floats and non-finite numbers as None (strict JSON)."""
+    if isinstance(value, (list, tuple)):
+        return [json_safe(x) for x in value]
+    if isinstance(value, dict):
+        return {k: json_safe(x) for k, x in value.items()}
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return value
+    return f if math.isfinite(f) else None
+
+
+# ------------------------------------------------------------------------------- config.json
+
+
+def config_path(workdir: str | os.PathLike) -> Path:
+    """``W/config.json``."""
+    return Path(workdir) / CONFIG
+
+
+def has_config(workdir: str | os.PathLike) -> bool:
+    """Whether ``workdir`` holds a ``config.json`` (i.e. is a stage workdir)."""
+    return config_path(workdir).is_file()
+
+
+def write_or_check_config(workdir: str | os.PathLike, config: dict[str, Any], shape_keys: tuple[str, ...],
+                          is_chief: bool = True) -> None:
+    """Write ``W/config.json`` or refuse a workdir whose config differs in a shape-changing key.
+
+    Args:
+        workdir: the stage workdir.
+        config: resolved flags and dataset settings (JSON-serializable, flat).
+        shape_keys: keys whose change makes the existing checkpoints unusable (model / head shapes,
+            stage, dataset, ...).
+        is_chief: only the chief writes.
+
+    Raises:
+        InputError: the workdir holds a config.json whose shape keys differ.
+    """
+    path = config_path(workdir)
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None  # an unreadable config is replaced
+        if isinstance(old, dict):
+            diffs = [k for k in shape_keys if k in old and k in config and old[k] != config[k]]
+            if diffs:
+                desc = ", ".join(f"{k}: {old[k]!r} -> {config[k]!r}" for k in diffs)
+                raise InputError(f"--workdir {workdir}: holds a run with a different configuration "
+                                 f"({desc}); use a new --workdir or delete it")
+    if is_chief:
+        atomic_write_json(path, config)
+
+
+def read_config(workdir: str | os.PathLike) -> dict[str, Any]:
+    """``W/config.json`` of a stage workdir.
+
+    Raises:
+        InputError: no config.json (not a stage workdir), invalid JSON or not an object.
+    """
+    path = config_path(workdir)
+    if not path.is_file():
+        raise InputError(f"{path}: not found ({workdir} is not a stage workdir)")
+    return _read_object(path)
+
+
+def find_workdir(path: str | os.PathLike) -> Path | None:
+    """The stage workdir a path is or lies in: the nearest of ``path`` (a folder), its parent and its
+    grandparent holding a ``config.json`` (``W``, ``W/best/model.weights.h5``, ``W/ckpt``,
+    ``W/ckpt/ckpt-3``); None if there is none."""
+    p = Path(path).resolve()
+    candidates = ([p] if p.is_dir() else []) + [p.parent, p.parent.parent]
+    return next((c for c in candidates if has_config(c)), None)
+
+
+def _num_classes(config: dict[str, Any], path: Path, dataset: str | None = None) -> int | None:
+    """``num_classes`` of a config, else that of its (or the given) dataset; None if neither."""
+    if config.get("num_classes") is not None:
+        return _typed(config, "num_classes", int, path)
+    name = dataset or config.get("dataset")
+    if name is None:
+        return None
+    from configs import get_config
+
+    try:
+        return int(get_config(str(name)).num_classes)
+    except InputError as exc:
+        if dataset is not None:
+            raise
+        raise InputError(f"{path}: no num_classes and {exc}") from None
+
+
+def _typed(config: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    """``config[key]`` converted to ``kind`` (None stays None)."""
+    value = config.get(key)
+    if value is None:
+        return None
+    if kind is int and isinstance(value, bool) or isinstance(value, (dict, list)):
+        raise InputError(f"{path}: {key} must be {kind.__name__}, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: {key} must be {kind.__name__}, got {value!r}") from None
+
+
+def stage_of(workdir: str | os.PathLike) -> str:
+    """The stage (``global``, ``local``, ``baseline``, ``pseudolabel``, ``joint``) that wrote ``workdir``.
+
+    Raises:
+        InputError: no or invalid config.json, or no ``stage`` in it.
+    """
+    config = read_config(workdir)
+    stage = _typed(config, "stage", str, config_path(workdir))
+    if not stage:
+        raise InputError(f"{config_path(workdir)}: no 'stage' (not written by a training stage)")
+    return stage
+
+
+def decoder_blocks_of(workdir: str | os.PathLike) -> int:
+    """Decoder blocks ``l`` pre-trained in a local-stage workdir (``--no_of_decoder_blocks``;
+    default :data:`DEFAULT_DECODER_BLOCKS`, the flag's default, when config.json lacks it).
+
+    Raises:
+        InputError: no or invalid config.json, or a value outside 1..5.
+    """
+    path = config_path(workdir)
+    blocks = _typed(read_config(workdir), "no_of_decoder_blocks", int, path)
+    blocks = DEFAULT_DECODER_BLOCKS if blocks is None else blocks
+    if not 1 <= blocks <= 5:
+        raise InputError(f"{path}: no_of_decoder_blocks must be in 1..5, got {blocks}")
+    return blocks
+
+
+def num_classes_of(workdir: str | os.PathLike, dataset: str | None = None) -> int:
+    """Number of classes of the UNet trained in ``workdir``: ``num_classes`` of config.json, else
+    that of ``dataset`` (an override) or of the config's ``dataset``.
+
+    Raises:
+        InputError: no or invalid config.json, neither key, or an unknown dataset.
+    """
+    path = config_path(workdir)
+    n = _num_classes(read_config(workdir), path, dataset)
+    if n is None:
+        raise InputError(f"{path}: number of classes unknown (no num_classes and no dataset)")
+    return n
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What scripts read from the config.json of the workdir a model path belongs to.
+
+    Every field is None when the path is not in a stage workdir or the key is absent.
+
+    Attributes:
+        workdir: the stage workdir (:func:`find_workdir`).
+        stage: ``--stage`` of the run.
+        dataset: dataset config name.
+        data_dir: preprocessed data directory the run trained on.
+        no_of_tr_imgs: labeled set key (``tr1`` ...).
+        comb_tr_imgs: combination key (``c1`` ...).
+        seed: ``--seed``.
+        init_from: ``--init_from`` (the previous stage's workdir).
+    """
+
+    workdir: Path | None = None
+    stage: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    no_of_tr_imgs: str | None = None
+    comb_tr_imgs: str | None = None
+    seed: int | None = None
+    init_from: str | None = None
+
+
+def run_info(path: str | os.PathLike) -> RunInfo:
+    """:class:`RunInfo` of the workdir that ``path`` (a workdir, or a model file or folder inside
+    one) belongs to; all fields None when there is none.
+
+    Raises:
+        InputError: the workdir's config.json is invalid or has values of the wrong type.
+    """
+    workdir = find_workdir(path)
+    if workdir is None:
+        return RunInfo()
+    config = read_config(workdir)
+    cpath = config_path(workdir)
+    strings = {k: _typed(config, k, str, cpath)
+               for k in ("stage", "dataset", "data_dir", "no_of_tr_imgs", "comb_tr_imgs", "init_from")}
+    return RunInfo(workdir=workdir, seed=_typed(config, "seed", int, cpath), **strings)
+
+
+# ------------------------------------------------------------------------- best/best.json
+
+
+def write_best_record(workdir: str | os.PathLike, step: int, val_dice: float, extra: dict | None = None) -> None:
+    """Write ``W/best/best.json`` = ``{"step", "val_dice", **extra}`` (use :func:`workdir.save_best`,
+    which writes the weights first)."""
+    atomic_write_json(Path(workdir) / BEST_DIR / BEST_JSON,
+                      {"step": int(step), "val_dice": float(val_dice), **(extra or {})})
+
+
+def read_best(workdir: str | os.PathLike) -> dict[str, Any] | None:
+    """Contents of ``W/best/best.json`` (``step`` int, ``val_dice`` float, extra keys), None if absent.
+
+    Raises:
+        InputError: invalid JSON or missing / mistyped ``step`` or ``val_dice``.
+    """
+    path = Path(workdir) / BEST_DIR / BEST_JSON
+    if not path.exists():
+        return None
+    best = _read_object(path)
+    for key, kind in (("step", int), ("val_dice", float)):
+        if best.get(key) is None:
+            raise InputError(f"{path}: no '{key}'")
+        best[key] = _typed(best, key, kind, path)
+    return best
+
+
+# --------------------------------------------------------------------------- summary.json
+
+
+def write_summary(workdir: str | os.PathLike, summary: dict[str, Any]) -> None:
+    """``W/summary.json``: what the stage did (final step, skips, best validation Dice, timings);
+    non-finite numbers are written as null."""
+    atomic_write_json(Path(workdir) / SUMMARY, json_safe(summary))
+
+
+def read_summary(workdir: str | os.PathLike) -> dict[str, Any] | None:
+    """``W/summary.json`` of a stage (None while the stage has not finished).
+
+    Raises:
+        InputError: invalid JSON or not an object.
+    """
+    path = Path(workdir) / SUMMARY
+    return _read_object(path) if path.exists() else None
+
+
+def read_eval_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """An ``evaluate.py`` summary: ``path`` is its ``summary.json`` or the folder holding it
+    (``W/eval_test``).
+
+    Raises:
+        InputError: missing or invalid file, or a file without ``overall`` / ``structures`` (a
+            stage's own ``W/summary.json`` is not an evaluation summary).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY
+    summary = _read_object(path)
+    if not isinstance(summary.get("overall"), dict) or not isinstance(summary.get("structures"), dict):
+        raise InputError(f"{path} is not an evaluate.py summary (no 'overall'/'structures'; "
+                         f"a stage's own W/summary.json is not one)")
+    return summary
+
+
+# --------------------------------------------------------------------------- metrics.json
+
+
+def metrics_path(workdir: str | os.PathLike) -> Path:
+    """``W/metrics.json``."""
+    return Path(workdir) / METRICS
+
+
+class MetricsLog:
+    """``W/metrics.json`` history (``{"train": [{"step", name: value}], "val": [...], ...}``),
+    truncated to the restored step on resume; an unreadable old file starts a new history."""
+
+    def __init__(self, workdir: str | os.PathLike, upto_step: int) -> None:
+        self.path = metrics_path(workdir)
+        self.data: dict[str, Any] = {"train": [], "val": []}
+        if self.path.exists():
+            try:
+                old = json.loads(self.path.read_text())
+                for key in ("train", "val"):
+                    self.data[key] = [e for e in old.get(key, []) if int(e["step"]) <= upto_step]
+                for key, value in old.items():
+                    if key not in ("train", "val"):
+                        self.data[key] = value
+            except (ValueError, KeyError, TypeError, AttributeError):
+                self.data = {"train": [], "val": []}
+
+    def add(self, kind: str, step: int, values: dict[str, float]) -> None:
+        """Append ``{"step": step, **values}`` to the ``kind`` series (non-finite values -> null)."""
+        self.data.setdefault(kind, []).append({"step": int(step), **{k: json_safe(v) for k, v in values.items()}})
+
+    def set(self, key: str, value: Any) -> None:
+        """Store a top-level entry besides the series."""
+        self.data[key] = value
+
+    def write(self) -> None:
+        """Write the file atomically."""
+        atomic_write_json(self.path, self.data)
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """The ``train`` and ``val`` series of a workdir's ``metrics.json`` (``path`` = the workdir or
+    the file).
+
+    Raises:
+        InputError: missing or invalid file, or not an object.
+    """
+    path = Path(path)
+    data = _read_object(metrics_path(path) if path.is_dir() else path)
+    return {k: list(data.get(k) or []) for k in ("train", "val")}
