@@ -4,10 +4,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+# Names of the temporaries this module creates: files ``.<name>.<random>.tmp[<suffix>]`` and
+# directories ``.<name>.<random>.tmp`` / ``.<name>.<random>.old`` (atomic_dir).
+TEMP_NAME = re.compile(r"^\..+\.(tmp(\..+)?|old)$")
 
 
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
@@ -79,3 +84,42 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_temp_leftovers(root: str | os.PathLike, extra: Iterable[re.Pattern] = (),
+                          skip_dirs: Iterable[str] = ()) -> list[Path]:
+    """Delete the temporaries a writer killed mid-write (e.g. by SIGKILL) left under ``root``.
+
+    The writes themselves are atomic, so the targets are intact; only the temporary siblings stay
+    behind. Call it when a process takes over ``root`` (a resumed training stage), never while
+    another process may be writing there.
+
+    Args:
+        root: directory to clean (nothing happens if it does not exist).
+        extra: further name patterns of temporaries (e.g. TensorFlow's checkpoint temporaries).
+        skip_dirs: name prefixes of sub-directories left alone (e.g. outputs of other programs).
+
+    Returns:
+        The removed paths.
+    """
+    patterns = [TEMP_NAME, *extra]
+    skip = tuple(skip_dirs)
+    removed: list[Path] = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in list(dirnames):
+            path = Path(dirpath) / name
+            if any(p.search(name) for p in patterns):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+                dirnames.remove(name)
+            elif skip and name.startswith(skip):
+                dirnames.remove(name)
+        for name in filenames:
+            if any(p.search(name) for p in patterns):
+                path = Path(dirpath) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

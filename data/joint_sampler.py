@@ -156,9 +156,3 @@ def joint_dataset(sampler: JointSampler, augment: bool = True, deform: bool = Tr
                                        sampler.c_con),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(prefetch)
-
-
-def is_skipped(batch: Any, strategy: tf.distribute.Strategy) -> bool:
-    """True when any replica's unit of this step is invalid (the whole step is then skipped)."""
-    flags = strategy.experimental_local_results(batch["valid"])
-    return not all(bool(f.numpy()) for f in flags)

@@ -401,7 +401,10 @@ def main(argv: list[str]) -> None:
         if FLAGS.layout != "raw" or FLAGS.pixel_spacing:
             raise InputError("--layout / --pixel_spacing: not for --dataset custom (an MSD / nnU-Net folder)")
         s = _main_custom(FLAGS, phases, ids)
-        print(f"preprocessed {len(s['ids'])} volumes into {FLAGS.out_dir} in {s['seconds']:.1f} s")
+        res = "x".join(f"{v:g}" for v in sorted(set(s["target_resolution"]), key=s["target_resolution"].index))
+        print(f"preprocessed {len(s['ids'])} volumes ({len(s['labeled_ids'])} labeled, {s['num_slices']} slices "
+              f"of {s['image_size'][0]}x{s['image_size'][1]} at {res} mm, n4={s['n4']}) into {FLAGS.out_dir} "
+              f"in {s['seconds']:.1f} s")
         return
     given = [f"--{n}" for n in CUSTOM_FLAGS if FLAGS[n].present]
     if given:

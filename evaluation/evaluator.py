@@ -157,7 +157,7 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
     import keras
 
     import configs
-    from evaluation.export import data_n4_settings, export_saved_model, metadata_for
+    from evaluation.export import data_n4_settings, describe_signatures, export_saved_model, metadata_for
     from workdir import find_workdir, load_model, model_dataset_config, run_info
 
     info = run_info(workdir or model_path)
@@ -195,5 +195,5 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
         metadata = metadata_for(cfg)
         metadata.update(data_n4_settings(data_dir))
         path = export_saved_model(model, export_dir, metadata)
-        print(f"exported SavedModel to {path}")
+        print(f"exported SavedModel to {path}: {describe_signatures(path)}")
     return summary

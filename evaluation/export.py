@@ -9,6 +9,12 @@ training (min-max normalized with the volume's 1st/99th percentiles, resampled t
 in-plane resolution; H and W multiples of 32) — outputs ``probabilities`` float32 ``(N, H, W, C)``
 (softmax) and ``labels`` int32 ``(N, H, W)`` (argmax). Batch normalization runs in inference mode.
 
+Signature ``segment_volume`` (exported whenever the dataset's image size and target resolution are
+known): inputs ``image`` float32 ``(D, H0, W0)`` raw intensities of one volume and ``spacing``
+float32 ``(2,)`` pixel size in mm along H0 and W0; outputs ``labels`` int32 ``(D, H0, W0)`` and
+``probabilities`` float32 ``(D, H0, W0, C)`` on the input grid. It runs predict.py's whole pipeline
+in the graph (``evaluation.volume_graph``), except N4 bias correction.
+
 The archive is written with ``keras.export.ExportArchive``; a ``tf.Module`` saved with
 ``tf.saved_model.save`` loses the BN moving statistics in the session loader TF Serving uses
 (DESIGN.md), which ``saved_model_cli run`` catches.
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"
+VOLUME_SIGNATURE_NAME = "segment_volume"
 
 
 def next_version(export_dir: str | os.PathLike) -> int:
@@ -55,7 +62,10 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
     Args:
         model: a UNet ``(N, H, W, 1) -> (N, H, W, C)`` logits.
         export_dir: the model base path TF Serving watches.
-        metadata: JSON-able facts stored in ``assets.extra/plc_metadata.json`` (dataset, ...).
+        metadata: JSON-able facts stored in ``assets.extra/plc_metadata.json`` (dataset, ...). Its
+            ``image_size`` and ``target_resolution`` (else those of the config named by ``dataset``)
+            define the ``segment_volume`` signature; without them only ``serving_default`` is
+            written (``signatures`` in the metadata lists what was exported).
         version: version number; default the next free one.
 
     Returns:
@@ -93,6 +103,20 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
     meta = {"num_classes": int(model.output.shape[-1]), "input": INPUT_NAME,
             "outputs": ["probabilities", "labels"], "downsampling": DOWNSAMPLING}
     meta.update(metadata or {})
+    geometry = volume_geometry(meta)
+    signatures = [SIGNATURE_NAME]
+    if geometry is not None:
+        from evaluation.volume_graph import INPUT_SIGNATURE, make_segment_volume
+
+        archive.add_endpoint(name=VOLUME_SIGNATURE_NAME, fn=make_segment_volume(model, *geometry),
+                             input_signature=list(INPUT_SIGNATURE))
+        signatures.append(VOLUME_SIGNATURE_NAME)
+        meta[VOLUME_SIGNATURE_NAME] = {
+            "inputs": {"image": "float32 (D, H0, W0) raw intensities",
+                       "spacing": "float32 (2,) pixel size in mm along H0, W0"},
+            "outputs": {"labels": "int32 (D, H0, W0)", "probabilities": "float32 (D, H0, W0, C)"},
+            "n4": False}
+    meta["signatures"] = signatures
     from absl import logging as absl_logging
 
     verbosity = absl_logging.get_verbosity()
@@ -104,6 +128,23 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
     finally:
         absl_logging.set_verbosity(verbosity)
     return target
+
+
+def volume_geometry(meta: dict[str, Any]) -> tuple[tuple[int, int], tuple[float, float]] | None:
+    """``(image_size, target_resolution)`` for ``segment_volume`` from export metadata, else from the
+    config of ``meta["dataset"]``; None when neither is known."""
+    size, res = meta.get("image_size"), meta.get("target_resolution")
+    if (size is None or res is None) and meta.get("dataset"):
+        from configs import get_config
+
+        cfg = get_config(str(meta["dataset"]))
+        size, res = cfg.image_size, cfg.target_resolution
+    if size is None or res is None:
+        return None
+    size = (int(size[0]), int(size[1]))
+    if size[0] % 32 or size[1] % 32:
+        raise InputError(f"image_size {size}: must be multiples of 32 for the UNet")
+    return size, (float(res[0]), float(res[1]))
 
 
 def metadata_for(config_or_dataset: Any) -> dict[str, Any]:
@@ -160,9 +201,22 @@ def export_model(model_path: str | None, export_dir: str | None, dataset: str | 
     metadata = metadata_for(model_dataset_config(str(dataset), model_path)) if dataset else {}
     metadata.update(data_n4_settings(run_info(model_path).data_dir))
     path = export_saved_model(model, export_dir, metadata)
-    print(f"exported SavedModel to {path} (signature '{SIGNATURE_NAME}': {INPUT_NAME} (N,H,W,1) float32 "
-          f"-> probabilities (N,H,W,C), labels (N,H,W) int32)")
+    print(f"exported SavedModel to {path}: {describe_signatures(path)}")
     return path
+
+
+def describe_signatures(path: str | os.PathLike) -> str:
+    """One line naming the signatures of an export (and why ``segment_volume`` is missing)."""
+    meta = json.loads((Path(path) / METADATA_PATH).read_text())
+    text = f"'{SIGNATURE_NAME}' ({INPUT_NAME} (N,H,W,1) float32 -> probabilities (N,H,W,C), labels (N,H,W) int32)"
+    if VOLUME_SIGNATURE_NAME in meta.get("signatures", []):
+        text += (f", '{VOLUME_SIGNATURE_NAME}' (image (D,H0,W0) float32 raw, spacing (2,) mm -> labels "
+                 f"(D,H0,W0) int32, probabilities (D,H0,W0,C); no N4)")
+        if meta.get("n4"):
+            text += "; warning: the training data was N4-corrected, segment_volume does not apply N4"
+    else:
+        text += f"; '{VOLUME_SIGNATURE_NAME}' not exported: dataset unknown (pass --dataset)"
+    return text
 
 
 if __name__ == "__main__":

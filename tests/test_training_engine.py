@@ -174,6 +174,35 @@ def test_chief_task_convention():
     assert chief_task("chief", 0, True) and not chief_task("worker", 0, True)
 
 
+def test_tf_config_chief_and_pipeline_leaves_evaluation_to_the_chief(tmp_path, monkeypatch, capsys):
+    from training.pipeline import run_pipeline
+    from training.engine.strategy import tf_config_is_chief
+
+    cluster = {"worker": ["h0:1", "h1:1"]}
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert tf_config_is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    assert tf_config_is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": dict(cluster, chief=["c:1"]),
+                                                "task": {"type": "worker", "index": 0}}))
+    assert not tf_config_is_chief()
+    monkeypatch.setenv("TF_CONFIG", "not json")
+    with pytest.raises(InputError, match="TF_CONFIG"):
+        tf_config_is_chief()
+    # worker 1 of a finished baseline: no training (done), no evaluation, no export, no results files
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    wb = tmp_path / "out" / "baseline"
+    wb.mkdir(parents=True)
+    (wb / "summary.json").write_text(json.dumps({"step": 3}))
+    opts = dict(dataset="synthetic", data_dir=str(tmp_path), out_dir=str(tmp_path / "out"), no_of_tr_imgs="tr1",
+                comb_tr_imgs="c1", methods=["baseline"], seed=0, crf=0, export_dir=str(tmp_path / "export"),
+                extra=[], baseline_iters=3, val_every=1, ckpt_every=1)
+    assert run_pipeline(opts) == {}
+    assert "the chief evaluates and exports" in capsys.readouterr().out
+    assert not (wb / "eval_test").exists() and not (tmp_path / "export").exists()
+    assert not (tmp_path / "out" / "results.md").exists()
+
+
 def test_pipeline_results_table_and_done_check(tmp_path):
     from training.pipeline import _done, format_results
 

@@ -29,6 +29,13 @@ def test_kill_and_rerun_baseline(tiny_data, tmp_path):  # noqa: F811
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # What a kill during a write leaves (names as seen in bench/kill_soak.py): the rerun removes them.
+    stale = [wd / "ckpt" / "ckpt-99_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate1",
+             wd / "ckpt" / "checkpoint.tmp0123abcd", wd / "best" / ".model.weights.ab12.tmp.weights.h5",
+             wd / ".metrics.json.x9y8.tmp", wd / "eval_test" / ".summary.json.q1.tmp"]
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half-written")
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming from step" in rerun.stdout
@@ -40,6 +47,8 @@ def test_kill_and_rerun_baseline(tiny_data, tmp_path):  # noqa: F811
     steps = [e["step"] for e in metrics["train"]]
     assert steps == sorted(set(steps)) and steps[-1] == 24
     assert [e["step"] for e in metrics["val"]] == [1, 24]
-    assert not list(wd.rglob(".*.tmp*"))  # no temp files left behind
+    assert [p for p in stale if p.exists()] == [stale[-1]]  # evaluate.py's folder is not the stage's
+    stale[-1].unlink()
+    assert not list(wd.rglob(".*.tmp*")) and not list(wd.rglob("*_temp"))  # no temp files left behind
     index = (wd / "ckpt" / "checkpoint").read_text()
     assert "ckpt-24" in index

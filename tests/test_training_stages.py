@@ -45,6 +45,70 @@ def test_baseline_writes_workdir(baseline_dir):
     assert model.output_shape[-1] == 4
 
 
+TRAIN_SCALARS = {"loss", "seg_loss", "skipped_iterations"}  # the tags README.md names
+EVAL_SCALARS = {"val_dice", "val_dice_rv", "val_dice_myo", "val_dice_lv"}
+EVAL_IMAGES = {"image_gt_pred"}
+
+
+def test_tensorboard_event_reader_finds_the_documented_summaries(baseline_dir):
+    """TensorBoard's own reader (the plugin accumulator its server uses) on W/train and W/eval."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    def load(run):
+        acc = EventAccumulator(str(baseline_dir / run), size_guidance={"tensors": 0})
+        acc.Reload()
+        return acc
+
+    train, ev = load("train"), load("eval")
+    assert set(train.PluginTagToContent("scalars")) == TRAIN_SCALARS
+    assert set(ev.PluginTagToContent("scalars")) == EVAL_SCALARS
+    assert set(ev.PluginTagToContent("images")) == EVAL_IMAGES
+    loss = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in train.Tensors("loss")]
+    metrics = json.loads((baseline_dir / "metrics.json").read_text())
+    assert loss == [(e["step"], pytest.approx(e["loss"])) for e in metrics["train"]]
+    dice = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in ev.Tensors("val_dice")]
+    assert dice == [(e["step"], pytest.approx(e["val_dice"])) for e in metrics["val"]]
+    image = ev.Tensors("image_gt_pred")[0]
+    width, height, *pngs = tensor_util.make_ndarray(image.tensor_proto)
+    assert (int(width), int(height)) == (3 * 64, 64) and len(pngs) == 3  # [image | GT | prediction]
+    assert all(p.startswith(b"\x89PNG") for p in pngs)
+
+
+def test_tensorboard_command_serves_the_workdir(baseline_dir, tmp_path):
+    """README: ``tensorboard --logdir W`` (the console script make setup installs) serves both runs."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "tensorboard"
+    proc = subprocess.Popen([str(exe), "--logdir", str(baseline_dir), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline, tags = time.time() + 90, {}
+        while time.time() < deadline and set(tags) != {"train", "eval"}:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = json.loads(r.read())
+            except OSError:
+                continue
+        assert set(tags) == {"train", "eval"}, tags
+        assert set(tags["train"]) == TRAIN_SCALARS and set(tags["eval"]) == EVAL_SCALARS
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/tags", timeout=5) as r:
+            assert set(json.loads(r.read())["eval"]) == EVAL_IMAGES
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def test_workdir_with_other_shapes_is_refused(baseline_dir, tiny_data):  # noqa: F811
     from training.stages.supervised import run_supervised
 

@@ -253,6 +253,12 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
             _run(cmd, title)
 
     results: dict[str, Any] = {}
+    if os.environ.get("TF_CONFIG"):
+        from training.engine.strategy import tf_config_is_chief
+
+        if not tf_config_is_chief():  # multi-worker: one evaluation, one export, by the chief
+            print("\ntraining done on this worker; the chief evaluates and exports", flush=True)
+            return results
     for method in [m for m in METHODS if m in workdirs]:
         wd = workdirs[method]
         cmd = [py, "evaluate.py", f"--workdir={wd}", "--split=test"]

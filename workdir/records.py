@@ -142,7 +142,7 @@ def _num_classes(config: dict[str, Any], path: Path, dataset: str | None = None)
     from configs import get_config
 
     try:
-        return int(get_config(str(name)).num_classes)
+        return int(get_config(str(name), config.get("data_dir")).num_classes)  # custom: its data dir
     except InputError as exc:
         if dataset is not None:
             raise

@@ -9,10 +9,18 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+
+from common.atomic import remove_temp_leftovers
+
+# TensorFlow's checkpoint temporaries: the ``<prefix>_temp`` directory of a save in progress, the
+# ``*.tempstate<n>`` files of a merge and the ``checkpoint.tmp<hex>`` file of an index update.
+TF_TEMP_NAMES = (re.compile(r"^ckpt-\d+_temp$"), re.compile(r"\.tempstate\d+$"),
+                 re.compile(r"^checkpoint\.tmp[0-9a-f]+$"))
 
 
 class TrainState(tf.Module):
@@ -71,3 +79,9 @@ class Checkpointer:
     def save(self, step: int) -> str:
         """Save all objects under number ``step``; returns the checkpoint prefix."""
         return self.manager.save(checkpoint_number=int(step))
+
+
+def remove_stale_temps(workdir: str | os.PathLike) -> list[Path]:
+    """Delete temporaries of writes that a killed run of this stage left in ``workdir`` (checkpoints,
+    weights, JSON, pseudo-labels); ``eval_*`` folders (evaluate.py's) are left alone."""
+    return remove_temp_leftovers(workdir, extra=TF_TEMP_NAMES, skip_dirs=("eval_",))

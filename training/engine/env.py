@@ -88,6 +88,10 @@ def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, 
     workdir = Path(conf.workdir)
     out_dir = strat.output_dir(workdir, strategy)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if chief:  # a run killed mid-write left temporaries beside its (intact) files
+        from training.engine.checkpoint import remove_stale_temps
+
+        remove_stale_temps(out_dir)
     record = {**conf.to_json(), **dataset_fields(cfg), **(extra or {})}
     wdir.write_or_check_config(out_dir, record, tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys), is_chief=True)
     return StageEnv(conf=conf, cfg=cfg, split=split, strategy=strategy, workdir=workdir,

@@ -16,8 +16,10 @@ Logical CPU devices must be configured before TensorFlow initializes its devices
 from __future__ import annotations
 
 import dataclasses
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -61,7 +63,7 @@ def make_strategy(num_replicas: int = 1) -> tf.distribute.Strategy:
         num_replicas: logical CPU replicas (ignored when GPUs are visible or TF_CONFIG is set).
     """
     if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         if len(gpus) > 1:
@@ -76,6 +78,21 @@ def make_strategy(num_replicas: int = 1) -> tf.distribute.Strategy:
             [d.name for d in cpus],
             cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=cpus[0].name))
     return tf.distribute.get_strategy()
+
+
+_MULTI_WORKER: list[tf.distribute.MultiWorkerMirroredStrategy] = []
+
+
+def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The process's one MultiWorkerMirroredStrategy (created on first use, then reused).
+
+    Creating a second one re-enables collective ops, which resets TensorFlow's context ("may cause
+    error when accessing previously created tensors"); several stages run in one process (tests,
+    notebooks) therefore share the first.
+    """
+    if not _MULTI_WORKER:
+        _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+    return _MULTI_WORKER[0]
 
 
 def resolve_jit(jit_compile: str | bool) -> bool:
@@ -151,6 +168,22 @@ def _has_chief_task() -> bool:
     return "chief" in cluster
 
 
+def tf_config_is_chief() -> bool:
+    """Whether this process is the chief of the ``TF_CONFIG`` cluster (True without ``TF_CONFIG``).
+
+    For scripts that start no strategy themselves (the pipeline runner decides who evaluates and
+    exports). An unreadable ``TF_CONFIG`` is an ``InputError``.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    try:
+        task = json.loads(raw).get("task", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise InputError(f"TF_CONFIG is not a JSON object: {raw[:80]!r}") from None
+    return chief_task(task.get("type"), task.get("index"), _has_chief_task())
+
+
 def worker_id(strategy: tf.distribute.Strategy) -> int:
     """Index of this worker (0 for single-machine strategies), used to derive sampling seeds."""
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -162,8 +195,39 @@ def output_dir(workdir: str | os.PathLike, strategy: tf.distribute.Strategy) -> 
     """Directory where this worker writes: ``workdir`` on the chief, a temp dir on other workers.
 
     TensorFlow's multi-worker guide has every worker save (checkpoint saving is collective) but only
-    the chief keeps its files; the others write to a throw-away location.
+    the chief keeps its files; the others write to a throw-away location, removed when the process
+    exits.
     """
     if is_chief(strategy):
         return Path(workdir)
-    return Path(tempfile.mkdtemp(prefix=f"worker{worker_id(strategy)}_"))
+    path = Path(tempfile.mkdtemp(prefix=f"worker{worker_id(strategy)}_"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+    """True when ``flag`` is True on any worker.
+
+    Multi-worker: a collective (every worker must call it at the same point), so that decisions
+    taken outside the training step (skip this iteration?) are the same on every worker; a worker
+    that skipped a step its peers run would leave their all-reduce waiting forever.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return bool(flag)
+    fn = getattr(strategy, "_plc_sum_over_workers", None)
+    if fn is None:
+        @tf.function(input_signature=[tf.TensorSpec((), tf.float32)])
+        def fn(x):
+            per_replica = strategy.run(tf.identity, args=(x,))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        strategy._plc_sum_over_workers = fn
+    return float(fn(tf.constant(float(bool(flag))))) > 0.0
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Wait until every worker reaches this point (no-op on one machine).
+
+    Used before workers read files the chief has just written (e.g. its best state).
+    """
+    any_worker(strategy, False)

@@ -38,6 +38,7 @@ from training.config import SelfTrainConfig
 from training.engine import checkpoint as ck
 from training.engine import loop as loop_lib
 from training.engine import steps
+from training.engine import strategy as strat
 from training.engine.env import data_seed, load_labeled
 from training.engine.runner import Segment, StageRun, Task, labeled_arrays, run_stage
 from training.stages.pseudolabel import load_kept, make_pseudo_labels, round_dir
@@ -121,8 +122,17 @@ class JointTask(Task):
                                    self.conf.lamda_local, jit_loss=self.env.xla.seg_losses)
 
     def skip_fn(self):
+        """True when any replica's unit of this step is invalid (the whole step is then skipped).
+
+        Multi-worker: the flags of the other workers' replicas are gathered too (a collective), so
+        every worker skips the same iterations.
+        """
         strategy = self.env.strategy
-        return lambda batch: joint_sampler.is_skipped(batch, strategy)
+
+        def skipped(batch: Any) -> bool:
+            flags = strategy.experimental_local_results(batch["valid"])
+            return strat.any_worker(strategy, not all(bool(f.numpy()) for f in flags))
+        return skipped
 
     def save_best(self, step: int, val_dice: float) -> None:
         wdir.save_best(self.unet, self.env.out_dir, step, val_dice)
@@ -192,6 +202,7 @@ class JointTask(Task):
         state, n_per = run.state, self.conf.n_iter_per_round
         keep = {k: int(getattr(state, k).numpy()) for k in ("skipped", "nonfinite")}
         last_val = float(state.last_val.numpy())
+        strat.barrier(self.env.strategy)  # multi-worker: the chief's best state is complete on disk
         restored = self.best_state.restore_latest()
         loop_lib.log(f"[joint] round {r} done: continuing from "
                      f"{self.best_state.latest if restored else 'the last weights (no best state saved)'}")
