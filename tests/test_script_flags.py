@@ -125,7 +125,15 @@ def test_evaluate_flags_reach_evaluate_model(monkeypatch, tmp_path):
 
 
 def test_evaluate_flags_reach_the_evaluation_and_export(monkeypatch, tmp_path, n4_data):
-    calls = {k: _spy(monkeypatch, *v, result=tmp_path / "x") for k, v in EVALUATE_CALLS.items()}
+    def fake_export(model, export_dir, metadata):  # an export's metadata file, nothing else
+        from evaluation.export import METADATA_PATH
+
+        (Path(export_dir) / "1" / METADATA_PATH).parent.mkdir(parents=True)
+        (Path(export_dir) / "1" / METADATA_PATH).write_text(json.dumps(metadata))
+        return Path(export_dir) / "1"
+
+    calls = {"evaluate": _spy(monkeypatch, *EVALUATE_CALLS["evaluate"], result={}),
+             "export": _spy(monkeypatch, *EVALUATE_CALLS["export"], result=fake_export)}
     model = ed.random_unet(9)
     (tmp_path / "m").mkdir()
     model.save_weights(str(tmp_path / "m" / "other.weights.h5"))
