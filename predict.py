@@ -31,7 +31,8 @@ flags.DEFINE_string("dataset", None, "Dataset config for the preprocessing (defa
 flags.DEFINE_string("data_dir", None, "custom datasets: preprocessed data directory whose dataset.json to use "
                     "(default: the config recorded with the model).")
 flags.DEFINE_enum("n4", "auto", ["auto", "true", "false"],
-                  "N4 bias correction before normalization; auto = as the model's training data.")
+                  "N4 bias correction before normalization; auto = as the model's training data "
+                  "(always with the shrink factor its preprocessing used).")
 flags.DEFINE_integer("channel", None, "Channel of a 4-D input to segment (e.g. 0 = T2 for MSD prostate); "
                      "default: the channel a custom-dataset model was trained on.")
 

@@ -157,7 +157,7 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
     import keras
 
     import configs
-    from evaluation.export import data_n4, describe_signatures, export_saved_model, metadata_for
+    from evaluation.export import data_n4_settings, describe_signatures, export_saved_model, metadata_for
     from workdir import find_workdir, load_model, model_dataset_config, run_info
 
     info = run_info(workdir or model_path)
@@ -193,7 +193,7 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
         if not isinstance(model, keras.Model):
             raise InputError("--export_dir: the model is already a SavedModel")
         metadata = metadata_for(cfg)
-        metadata["n4"] = data_n4(data_dir)
+        metadata.update(data_n4_settings(data_dir))
         path = export_saved_model(model, export_dir, metadata)
         print(f"exported SavedModel to {path}: {describe_signatures(path)}")
     return summary

@@ -158,15 +158,22 @@ def metadata_for(config_or_dataset: Any) -> dict[str, Any]:
             "dataset_config": custom.config_to_dict(cfg)}
 
 
-def data_n4(data_dir: str | os.PathLike | None) -> bool:
-    """Whether a preprocessed data directory was N4-corrected (its ``dataset.json``; False if unknown)."""
+def data_n4_settings(data_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """``{"n4": bool, "n4_shrink": int}`` of a preprocessed data directory (its ``dataset.json``):
+    whether it was N4-corrected and with which shrink factor of the fit (no N4 and 1 if unknown).
+
+    ``predict.py`` must run N4 exactly as preprocessing did; both values go into the SavedModel
+    metadata.
+    """
     path = Path(str(data_dir)) / "dataset.json" if data_dir else None
-    if path is None or not path.is_file():
-        return False
-    try:
-        return bool(json.loads(path.read_text()).get("n4", False))
-    except (OSError, ValueError):
-        return False
+    meta: Any = {}
+    if path is not None and path.is_file():
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            meta = {}
+    n4 = bool(meta.get("n4", False)) if isinstance(meta, dict) else False
+    return {"n4": n4, "n4_shrink": int(meta.get("n4_shrink") or 1) if n4 else 1}
 
 
 def define_flags(flag_values: Any = None) -> None:
@@ -192,7 +199,7 @@ def export_model(model_path: str | None, export_dir: str | None, dataset: str | 
     if not isinstance(model, keras.Model):
         raise InputError(f"--model={model_path}: is already a SavedModel")
     metadata = metadata_for(model_dataset_config(str(dataset), model_path)) if dataset else {}
-    metadata["n4"] = data_n4(run_info(model_path).data_dir)
+    metadata.update(data_n4_settings(run_info(model_path).data_dir))
     path = export_saved_model(model, export_dir, metadata)
     print(f"exported SavedModel to {path}: {describe_signatures(path)}")
     return path

@@ -72,18 +72,23 @@ def read_input_volume(path: str | os.PathLike, channel: int | None = None) -> tu
 
 
 def segment_volume(predictor: Predictor, cfg: Any, image: np.ndarray, spacing: tuple[float, ...],
-                   n4: bool = False, chunk: int = CHUNK) -> np.ndarray:
-    """Labels ``(H0, W0, D)`` int16 of a raw image ``(H0, W0, D)`` with voxel size ``spacing`` (mm)."""
+                   n4: bool = False, chunk: int = CHUNK, n4_shrink: int = 1) -> np.ndarray:
+    """Labels ``(H0, W0, D)`` int16 of a raw image ``(H0, W0, D)`` with voxel size ``spacing`` (mm).
+
+    ``n4`` / ``n4_shrink``: N4 correction as the training data's preprocessing did it (its
+    ``dataset.json``); another shrink factor gives another bias field, so other network inputs.
+    """
     from data.preprocess import preprocess_volume
 
-    pre, _, meta = preprocess_volume(image, spacing, cfg, n4=n4)  # (D, H, W)
+    pre, _, meta = preprocess_volume(image, spacing, cfg, n4=n4, n4_shrink=n4_shrink)  # (D, H, W)
     labels, _ = predict_native(predictor, pre, meta, chunk)  # (H0, W0, D)
     return labels
 
 
 def segment_file(predictor: Predictor, cfg: Any, in_path: str | os.PathLike, out_path: str | os.PathLike,
-                 n4: bool = False, channel: int | None = None, chunk: int = CHUNK) -> np.ndarray:
-    """Segment one NIfTI file and write the labels with the input's affine and header.
+                 n4: bool = False, channel: int | None = None, chunk: int = CHUNK, n4_shrink: int = 1) -> np.ndarray:
+    """Segment one NIfTI file and write the labels with the input's affine and header
+    (``n4`` / ``n4_shrink`` as :func:`segment_volume`).
 
     Returns:
         The label volume ``(H0, W0, D)`` int16.
@@ -93,7 +98,7 @@ def segment_file(predictor: Predictor, cfg: Any, in_path: str | os.PathLike, out
     if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
         raise InputError(f"{in_path}: voxel spacing missing or invalid in the header {zooms}")
     try:
-        labels = segment_volume(predictor, cfg, image, zooms, n4=n4, chunk=chunk)
+        labels = segment_volume(predictor, cfg, image, zooms, n4=n4, chunk=chunk, n4_shrink=n4_shrink)
     except InputError as exc:  # e.g. a constant image: name the file (a folder may hold many)
         raise InputError(str(exc) if str(in_path) in str(exc) else f"{in_path}: {exc}") from None
     atomic_save_nifti(label_image_like(labels, img), out_path)
@@ -168,14 +173,17 @@ def _is_4d(path: Path) -> bool:
         return False
 
 
-def training_n4(model_path: str | os.PathLike) -> bool:
-    """Whether the model's training data was N4-corrected (workdir config data_dir or SavedModel metadata)."""
-    from evaluation.export import data_n4
+def training_n4(model_path: str | os.PathLike) -> tuple[bool, int]:
+    """Whether the model's training data was N4-corrected, and the shrink factor of that N4 fit
+    (workdir config data_dir or SavedModel metadata; exports without a shrink factor used 1)."""
+    from evaluation.export import data_n4_settings
     from workdir import is_saved_model, run_info, saved_model_metadata
 
     if is_saved_model(model_path):
-        return bool(saved_model_metadata(model_path).get("n4", False))
-    return data_n4(run_info(model_path).data_dir)
+        meta = saved_model_metadata(model_path)
+        return bool(meta.get("n4", False)), int(meta.get("n4_shrink") or 1)
+    settings = data_n4_settings(run_info(model_path).data_dir)
+    return settings["n4"], settings["n4_shrink"]
 
 
 def predict_paths(model_path: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -193,7 +201,8 @@ def predict_paths(model_path: str | os.PathLike, input_path: str | os.PathLike, 
         channel: channel of 4-D inputs / of nnU-Net channel-file folders; default: the channel
             a custom-dataset model was trained on (``DatasetConfig.input_channel``), applied to 4-D
             inputs and channel-file folders only.
-        n4: ``auto`` (as the training data), ``true`` or ``false``.
+        n4: ``auto`` (as the training data), ``true`` or ``false``; N4 always uses the shrink factor
+            the training data's preprocessing recorded (1 if none).
         log: called with one line per segmented file.
 
     Returns:
@@ -208,12 +217,14 @@ def predict_paths(model_path: str | os.PathLike, input_path: str | os.PathLike, 
     cfg = model_dataset_config(str(name), model_path, data_dir)
     explicit = channel is not None
     jobs = plan_outputs(input_path, output_path, channel=channel if explicit else cfg.input_channel)
-    use_n4 = training_n4(model_path) if n4 == "auto" else n4 == "true"
+    training, n4_shrink = training_n4(model_path)
+    use_n4 = training if n4 == "auto" else n4 == "true"
     predictor = as_predictor(model)
     for job in jobs:
         t0 = time.time()
         file_channel = job.channel if explicit or _is_4d(job.src) else None
-        labels = segment_file(predictor, cfg, job.src, job.dst, n4=use_n4, channel=file_channel)
+        labels = segment_file(predictor, cfg, job.src, job.dst, n4=use_n4, channel=file_channel,
+                              n4_shrink=n4_shrink)
         if log is not None:
             counts = ", ".join(f"{s} {int((labels == c).sum())}" for c, s in enumerate(cfg.struct_names, start=1))
             log(f"{job.src} -> {job.dst}: shape {labels.shape}, voxels per structure: {counts} "

@@ -1,13 +1,13 @@
 """Shared fixtures of the training tests: a tiny preprocessed synthetic dataset (64x64, the demo
-config) built once per test session, and stage configurations with the scripts' defaults."""
+config) built once per test session, and stage configurations built by the stage scripts from their
+own flags (tests/_scripts.py), so that a flag that stops reaching the configuration fails."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from training.config import StageConfig
-from training.flags import default_config
+from tests._scripts import STAGE_FUNCTIONS, argv_for, stage_config
 
 NUM_PATIENTS = 40  # the synthetic split lists reference ids 001..040
 
@@ -24,14 +24,16 @@ def tiny_data(tmp_path_factory) -> Path:
     return root / "pre"
 
 
-# Tiny-run settings on top of the scripts' own flag defaults (training.flags).
-COMMON = dict(dataset="synthetic", jit_compile="false", val_every=2, ckpt_every=2)
-SUPERVISED = dict(no_of_tr_imgs="tr1", crf=False, crf_workers=1, rounds=2, n_iter_per_round=2)
-PRETRAIN = dict(log_every=1)
+# Tiny settings on top of the scripts' own defaults (everything else comes from their flags).
+TINY_COMMON = dict(dataset="synthetic", n_iter=3, jit_compile="false", val_every=2, ckpt_every=2)
+TINY = {"train_pretrain.py": dict(log_every=1),
+        "train_selftrain.py": dict(no_of_tr_imgs="tr1", crf=False, crf_workers=1, rounds=2, n_iter_per_round=2)}
 
 
-def stage_conf(stage: str, data_dir: Path, workdir: Path, **kw) -> StageConfig:
-    """Configuration of ``stage`` with the scripts' flag defaults (tiny iteration counts)."""
-    family = PRETRAIN if stage in ("global", "local") else SUPERVISED
-    return default_config(stage, **{**COMMON, "data_dir": str(data_dir), "workdir": str(workdir),
-                                    "n_iter": 3, **family, **kw})
+def stage_conf(stage: str, data_dir: Path, workdir: Path, **kw):
+    """Configuration of ``stage`` as its script builds it from its flags: the tiny settings above,
+    then ``kw`` (flag values; None = the flag's default), given as command-line arguments."""
+    script = STAGE_FUNCTIONS[stage][0]
+    values = dict(TINY_COMMON, **TINY[script], data_dir=str(data_dir), workdir=str(workdir))
+    values.update(kw)
+    return stage_config(stage, argv_for(values))

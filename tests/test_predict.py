@@ -129,3 +129,26 @@ def test_predict_and_export_scripts(tmp_path):
                           f"--output={tmp_path / 'o.nii.gz'}"], cwd=REPO, capture_output=True, text=True, env=ENV)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: --input=")
+
+
+def test_segment_runs_n4_with_the_shrink_factor_of_preprocessing():
+    """predict.py's N4 must be the training data's: the same shrink factor of the N4 fit as
+    ``python -m data.preprocess --n4 --n4_shrink 2`` recorded, so the network sees the same input."""
+    from data.preprocess import preprocess_volume
+
+    image, _, affine = ed.raw_volume(0, shape=(45, 52, 3))
+    x = np.linspace(-1.0, 1.0, image.shape[0])[:, None, None]
+    image = (image * 800.0 + 50.0) * np.exp(0.4 * x)  # (H0, W0, D) with a smooth bias field
+    spacing = tuple(float(abs(affine[i, i])) for i in range(3))
+    shrink2 = preprocess_volume(image, spacing, CFG, n4=True, n4_shrink=2)[0]  # (D, H, W) as training saw it
+    shrink1 = preprocess_volume(image, spacing, CFG, n4=True, n4_shrink=1)[0]
+    assert np.abs(shrink2 - shrink1).max() > 1e-3  # the factor changes the network input
+
+    seen = []
+
+    def recording(x):  # (N, H, W, 1) -> uniform probabilities
+        seen.append(x[..., 0].copy())
+        return np.full(x.shape[:3] + (4,), 0.25, np.float32)
+
+    segment.segment_volume(recording, CFG, image, spacing, n4=True, n4_shrink=2)
+    np.testing.assert_allclose(np.concatenate(seen), shrink2, atol=1e-6)

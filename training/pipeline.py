@@ -13,8 +13,11 @@ Methods (each a chain of stage scripts run as subprocesses, workdirs under ``--o
 
 Every trained model is then evaluated on the test volumes (``evaluate.py``, ``<workdir>/eval_test``)
 and a table of test Dice per structure is printed and written to ``<out_dir>/results.md`` /
-``results.json``. A stage whose workdir already holds a finished run of the same length is not
-rerun; an interrupted one resumes from its checkpoint, so rerunning the same command continues.
+``results.json``. A stage whose workdir already holds a finished run of the same length and
+settings is not rerun; an interrupted one resumes from its checkpoint, so rerunning the same
+command continues. A workdir made with other settings (labeled set, seed, CRF, stage flags) is
+refused, and so is a finished stage whose input stage would run again (more baseline iterations
+with the pseudo-labels of the old baseline in place): use another ``--out_dir``.
 
 Presets: ``paper`` = the originals' iteration counts (baseline 5001, joint 3 x 5000, pre-training
 10001 + 10001, fine-tuning 10001); ``demo`` = a few minutes on 2 CPU cores (see ``PRESETS``).
@@ -32,6 +35,7 @@ from typing import Any, Sequence
 from common.atomic import atomic_write_json, atomic_write_text
 from common.errors import InputError
 from common.cli import run_main
+from training.config import capped
 from workdir import read_config, read_eval_summary, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,50 +130,127 @@ def _run(cmd: Sequence[str], log_prefix: str) -> None:
     print(f"=== {log_prefix}: done in {time.time() - t0:.0f}s", flush=True)
 
 
+# Flags whose change lets a stage continue in its workdir (more iterations resume it) or that do not
+# change what it computes; any other flag of a stage's command must equal its config.json value.
+CONTINUE_KEYS = ("n_iter", "rounds", "n_iter_per_round", "max_steps", "val_every", "ckpt_every", "jit_compile")
+# Paths that name the stage's place in this out_dir (the workdir and the stages before it).
+PLACE_KEYS = ("workdir", "init_from", "pseudo_label_dir")
+
+
+def _command_flags(cmd: Sequence[str]) -> dict[str, Any]:
+    """``--name=value`` arguments of a stage command as typed values (the last one wins, as absl)."""
+    out: dict[str, Any] = {}
+    for arg in cmd[2:]:
+        if not arg.startswith("--") or "=" not in arg:
+            continue
+        name, text = arg[2:].split("=", 1)
+        value: Any = text
+        if text in ("true", "false"):
+            value = text == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    pass
+        out[name] = value
+    return out
+
+
+def _same(old: Any, new: Any) -> bool:
+    if isinstance(old, (bool, int, float)) and isinstance(new, (bool, int, float)):
+        return old == new
+    return str(old) == str(new)
+
+
+def _check_settings(workdir: Path, cmd: Sequence[str]) -> None:
+    """Refuse a workdir whose ``config.json`` was made with other settings than ``cmd``'s.
+
+    A stage rerun there would resume (or reuse) the old run and report it under the new settings.
+    """
+    try:
+        conf = read_config(workdir)
+    except InputError:
+        return  # no (readable) config.json: nothing ran there yet
+    diffs = [(k, conf[k], v) for k, v in _command_flags(cmd).items()
+             if k not in CONTINUE_KEYS + PLACE_KEYS and k in conf and not _same(conf[k], v)]
+    if diffs:
+        desc = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in diffs)
+        raise InputError(f"{workdir}: holds a run with other settings ({desc}); use another --out_dir or "
+                         f"delete {workdir}")
+
+
+def _expected_step(cmd: Sequence[str]) -> int | None:
+    """Final step of a finished run of a training command (None: the stage has no steps)."""
+    fl = _command_flags(cmd)
+    if fl.get("stage") == "pseudolabel":
+        return None
+    total = int(fl["rounds"]) * int(fl["n_iter_per_round"]) if fl.get("stage") == "joint" else int(fl["n_iter"])
+    return capped(total, int(fl.get("max_steps", 0) or 0))
+
+
 def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
-    """Run the requested methods; returns ``{method: eval summary dict}``."""
+    """Run the requested methods; returns ``{method: eval summary dict}``.
+
+    A stage whose workdir holds a finished run with the same settings is reused, an unfinished one
+    (or one asked for more iterations) runs again and resumes. Refused before any stage runs: a
+    workdir made with other settings (``_check_settings``), and a finished stage made from an
+    earlier run of a stage before it that runs again now (its results would be stale).
+    """
     py = sys.executable
     out = Path(opts.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     common = [f"--dataset={opts.dataset}", f"--data_dir={opts.data_dir}", f"--seed={opts.seed}",
               f"--val_every={opts.val_every}", f"--ckpt_every={opts.ckpt_every}"] + list(opts.extra)
     split = [f"--no_of_tr_imgs={opts.no_of_tr_imgs}", f"--comb_tr_imgs={opts.comb_tr_imgs}"]
     methods = list(opts.methods)
     workdirs: dict[str, Path] = {}
+    # (title, workdir, command, workdirs of the stages it is made from), in running order
+    stages: list[tuple[str, Path, list[str], tuple[Path, ...]]] = []
     t_start = time.time()
 
     if "baseline" in methods or "plc" in methods:
         wb = out / "baseline"
-        if not _done(wb, opts.baseline_iters):
-            _run([py, "train_selftrain.py", "--stage=baseline", f"--workdir={wb}",
-                  f"--n_iter={opts.baseline_iters}"] + common + split, "baseline")
+        stages.append(("baseline", wb, [py, "train_selftrain.py", "--stage=baseline", f"--workdir={wb}",
+                                        f"--n_iter={opts.baseline_iters}"] + common + split, ()))
         workdirs["baseline"] = wb
     if "plc" in methods:
-        wp, wj = out / "pseudolabel", out / "plc"
+        wb, wp, wj = workdirs["baseline"], out / "pseudolabel", out / "plc"
         crf = f"--crf={'true' if opts.crf else 'false'}"
-        if not _done(wp, None, crf=bool(opts.crf), init_from=str(workdirs["baseline"])):
-            _run([py, "train_selftrain.py", "--stage=pseudolabel", f"--workdir={wp}",
-                  f"--init_from={workdirs['baseline']}", crf] + common + split, "pseudolabel")
-        total = opts.joint_rounds * opts.joint_iters_per_round
-        if not _done(wj, total, crf=bool(opts.crf)):
-            _run([py, "train_selftrain.py", "--stage=joint", f"--workdir={wj}",
-                  f"--init_from={workdirs['baseline']}", f"--pseudo_label_dir={wp / 'pseudo_labels' / 'round_0'}",
-                  f"--rounds={opts.joint_rounds}", f"--n_iter_per_round={opts.joint_iters_per_round}",
-                  crf] + common + split, "joint (PLC)")
+        stages.append(("pseudolabel", wp, [py, "train_selftrain.py", "--stage=pseudolabel", f"--workdir={wp}",
+                                           f"--init_from={wb}", crf] + common + split, (wb,)))
+        stages.append(("joint (PLC)", wj, [
+            py, "train_selftrain.py", "--stage=joint", f"--workdir={wj}", f"--init_from={wb}",
+            f"--pseudo_label_dir={wp / 'pseudo_labels' / 'round_0'}", f"--rounds={opts.joint_rounds}",
+            f"--n_iter_per_round={opts.joint_iters_per_round}", crf] + common + split, (wb, wp)))
         workdirs["plc"] = wj
     if "gcl_lcl" in methods:
         wg, wl, wf = out / "gcl", out / "lcl", out / "gcl_lcl_ft"
         pre = [f"--dataset={opts.dataset}", f"--data_dir={opts.data_dir}", f"--seed={opts.seed}",
                f"--ckpt_every={opts.ckpt_every}", f"--n_iter={opts.pretrain_iters}"] + list(opts.extra)
-        if not _done(wg, opts.pretrain_iters):
-            _run([py, "train_pretrain.py", "--stage=global", f"--workdir={wg}"] + pre, "GCL pre-training")
-        if not _done(wl, opts.pretrain_iters):
-            _run([py, "train_pretrain.py", "--stage=local", f"--workdir={wl}", f"--init_from={wg}"] + pre,
-                 "LCL pre-training")
-        if not _done(wf, opts.finetune_iters):
-            _run([py, "train_selftrain.py", "--stage=baseline", f"--workdir={wf}", f"--init_from={wl}",
-                  f"--n_iter={opts.finetune_iters}"] + common + split, "fine-tuning")
+        stages.append(("GCL pre-training", wg, [py, "train_pretrain.py", "--stage=global", f"--workdir={wg}"] + pre,
+                       ()))
+        stages.append(("LCL pre-training", wl, [py, "train_pretrain.py", "--stage=local", f"--workdir={wl}",
+                                                f"--init_from={wg}"] + pre, (wg,)))
+        stages.append(("fine-tuning", wf, [py, "train_selftrain.py", "--stage=baseline", f"--workdir={wf}",
+                                           f"--init_from={wl}", f"--n_iter={opts.finetune_iters}"]
+                       + common + split, (wl,)))
         workdirs["gcl_lcl"] = wf
+
+    to_run: set[Path] = set()
+    for _, wd, cmd, sources in stages:
+        _check_settings(wd, cmd)
+        if not _done(wd, _expected_step(cmd)):
+            to_run.add(wd)
+            continue
+        rerun = [str(s) for s in sources if s in to_run]
+        if rerun:
+            raise InputError(f"{wd}: finished from an earlier run of {', '.join(rerun)}, which runs again now; "
+                             f"delete {wd} (and the stages after it) or use another --out_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    for title, wd, cmd, _ in stages:
+        if wd in to_run:
+            _run(cmd, title)
 
     results: dict[str, Any] = {}
     if os.environ.get("TF_CONFIG"):

@@ -6,11 +6,15 @@ Dice at native resolution every ``val_every`` iterations, best weights kept in `
 
 With ``init_from`` a pre-training workdir this is the fine-tuning stage of the 2020 pipeline: the
 encoder (global stage) or the encoder and the first ``l`` decoder blocks (local stage) are copied
-(trainable weights only, BN statistics stay fresh, §8.1); the rest starts from random init.
+(trainable weights only, BN statistics stay fresh, §8.1); the rest starts from random init. From a
+baseline or joint workdir everything trainable is copied. ``init_from`` may also name a training
+checkpoint (``W/ckpt``: the newest; ``W/ckpt/ckpt-N``) or a ``.weights.h5`` file of a workdir: the
+kind comes from that workdir's ``config.json``.
 """
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
@@ -30,25 +34,53 @@ import workdir as wdir
 SHAPE_KEYS = ("batch_size",)
 
 
+def source_workdir(init_from: str) -> Path:
+    """The stage workdir ``--init_from`` is, or lies in (``W/ckpt``, ``W/ckpt/ckpt-N``,
+    ``W/best/model.weights.h5``): its ``config.json`` says what kind of source it is.
+
+    Raises:
+        InputError: missing path, or no stage workdir there.
+    """
+    path = Path(init_from)
+    if not path.exists() and not Path(f"{init_from}.index").is_file():
+        raise InputError(f"--init_from={init_from}: no such file or directory")
+    workdir = wdir.find_workdir(path)
+    if workdir is None:
+        raise InputError(f"--init_from={init_from}: no config.json (not a stage workdir, nor a checkpoint or "
+                         f"weights file inside one)")
+    return workdir
+
+
 def transfer_prefixes(init_from: str) -> tuple[str, ...]:
     """Prefixes copied from a pre-training workdir: ``enc_`` (+ the first l decoder blocks)."""
-    stage = wdir.stage_of(init_from)
+    workdir = source_workdir(init_from)
+    stage = wdir.stage_of(workdir)
     if stage == "global":
         return ("enc_",)
     if stage == "local":
-        return ("enc_",) + decoder_block_prefixes(wdir.decoder_blocks_of(init_from))
+        return ("enc_",) + decoder_block_prefixes(wdir.decoder_blocks_of(workdir))
     if stage in ("baseline", "joint"):
         return ("enc_", "dec_", "seg_")
-    raise InputError(f"--init_from: workdir of stage {stage!r} cannot initialize a supervised stage "
+    raise InputError(f"--init_from={init_from}: workdir of stage {stage!r} cannot initialize a supervised stage "
                      f"(expected a global, local or baseline workdir)")
 
 
-def init_from_workdir(unet: Any, init_from: str, num_classes: int) -> list[str]:
-    """Copy weights from a previous stage into ``unet``; returns the copied layer names."""
-    src_classes = wdir.num_classes_of(init_from)
-    if src_classes != num_classes and wdir.stage_of(init_from) not in ("global", "local"):
+def source_classes(init_from: str, num_classes: int) -> int:
+    """Classes of the ``--init_from`` UNet; a baseline / joint source must have ``num_classes``."""
+    workdir = source_workdir(init_from)
+    src_classes = wdir.num_classes_of(workdir)
+    if src_classes != num_classes and wdir.stage_of(workdir) not in ("global", "local"):
         raise InputError(f"--init_from={init_from}: {src_classes} classes, expected {num_classes}")
-    src = wdir.load_unet(init_from, num_classes=src_classes)
+    return src_classes
+
+
+def init_from_workdir(unet: Any, init_from: str, num_classes: int) -> list[str]:
+    """Copy weights from a previous stage into ``unet``; returns the copied layer names.
+
+    ``init_from``: a stage workdir (its ``best/``, else ``final/`` weights), a training checkpoint
+    of one (``W/ckpt``: the newest; ``W/ckpt/ckpt-N``) or a ``.weights.h5`` file in one.
+    """
+    src = wdir.load_unet(init_from, num_classes=source_classes(init_from, num_classes))
     return transfer_weights(src, unet, transfer_prefixes(init_from))
 
 
@@ -56,6 +88,20 @@ class SupervisedTask(Task):
     """Baseline / fine-tuning: the UNet trained with the segmentation loss on the labeled set."""
 
     shape_keys = SHAPE_KEYS
+
+    @classmethod
+    def check(cls, conf: SelfTrainConfig) -> None:
+        """A bad ``--init_from`` is refused before the workdir is written."""
+        if conf.init_from:
+            import configs
+
+            transfer_prefixes(conf.init_from)
+            num_classes = configs.get_config(conf.dataset, conf.data_dir).num_classes
+            source_classes(conf.init_from, int(num_classes))
+            try:
+                wdir.model_source(conf.init_from)  # the workdir holds weights
+            except InputError as exc:
+                raise InputError(f"--init_from={exc}") from None
 
     def build(self) -> dict[str, Any]:
         self.labeled = load_labeled(self.conf.data_dir, self.env.split.labeled, "labeled")
