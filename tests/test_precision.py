@@ -141,7 +141,7 @@ def test_a_few_steps_in_each_policy_are_finite_and_applied(precision):
     assert any(np.abs(a - b).max() > 0 for a, b in zip(before, _weights(model)))
 
 
-def _fp16_overflow_setup():
+def _fp16_overflow_setup(jit_compile: bool = False):
     """A float16 model whose scaled gradients overflow until the loss scale is low enough:
     ``loss = k * sum(logits)`` gives every logit the gradient ``k * scale``."""
     strategy = tf.distribute.get_strategy()
@@ -156,7 +156,7 @@ def _fp16_overflow_setup():
         return loss, {"loss_sum": loss}
 
     opt = steps.make_optimizer(1e-3, model.trainable_variables, strategy, loss_scale=True)
-    step = steps.make_train_step(strategy, compute, model.trainable_variables, opt,
+    step = steps.make_train_step(strategy, compute, model.trainable_variables, opt, jit_compile=jit_compile,
                                  state_variables=model.non_trainable_variables)
     return model, opt, step, k
 
@@ -203,6 +203,16 @@ def test_float16_nonfinite_loss_and_overflow_without_scaling_are_nonfinite():
     assert int(opt.inner_optimizer.iterations.numpy()) == 0
     for a, b in zip(before, _weights(model)):  # weights and BN statistics untouched
         np.testing.assert_array_equal(a, b)
+
+
+def test_xla_whole_step_with_loss_scaling():
+    """The whole step compiled by XLA (--jit_compile auto on one GPU) keeps the loss-scaling logic."""
+    _, opt, step, _ = _fp16_overflow_setup(jit_compile=True)
+    statuses = [int(step(tf.ones((2, 8, 8, 1)))[2]) for _ in range(7)]
+    n_over = statuses.index(steps.STEP_APPLIED)
+    assert n_over >= 1 and statuses == [steps.STEP_OVERFLOW] * n_over + [steps.STEP_APPLIED] * (7 - n_over)
+    assert float(opt.dynamic_scale.numpy()) == 2.0 ** 15 / 2 ** n_over
+    assert int(opt.iterations.numpy()) == 7 - n_over
 
 
 def test_checkpoints_resume_across_precisions(tmp_path):
