@@ -171,7 +171,7 @@ def _run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
     task_cls.check(conf)
     if uses_loss_scaling(conf.precision) and not tf.config.list_physical_devices("GPU"):
         loop_lib.log(f"[{conf.stage}] warning: --precision mixed_float16 on a CPU: TensorFlow's float16 "
-                     "convolution gradients have no fast CPU kernels (measured ~170x slower than float32); "
+                     "convolution gradients have no fast CPU kernels (measured 100x+ slower than float32); "
                      "use fp32 or mixed_bfloat16 on CPUs")
     env = prepare(conf, task_cls.shape_keys_for(conf), task_cls.split_key(conf), task_cls.config_extra(conf))
     task = task_cls(conf, env)
