@@ -58,6 +58,20 @@ def test_check_precision_names_the_flag():
         check_precision("fp16")
 
 
+def test_precision_flag_of_both_stage_scripts():
+    from absl import flags
+
+    from training.flags import default_config, parse_config
+
+    argv = ["--data_dir=d", "--workdir=w"]
+    assert parse_config("selftrain", ["--stage=joint", *argv, "--precision=mixed_float16"]).precision == "mixed_float16"
+    conf = parse_config("pretrain", ["--stage=global", *argv, "--precision=mixed_bfloat16"])
+    assert conf.to_json()["precision"] == "mixed_bfloat16"  # recorded in config.json
+    assert default_config("baseline").precision == "fp32"
+    with pytest.raises(flags.IllegalFlagValueError):
+        parse_config("selftrain", ["--stage=baseline", *argv, "--precision=fp16"])
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_models_compute_in_policy_with_float32_variables_and_outputs(precision):
     before = keras.config.dtype_policy().name
