@@ -196,9 +196,9 @@ def define_flags(flag_values: Any = None) -> None:
 
 
 def export_model(model_path: str | None, export_dir: str | None, dataset: str | None = None,
-                 precision: str = "fp32") -> Path:
+                 precision: str | None = None) -> Path:
     """``python -m evaluation.export``: export the UNet at ``model_path`` computing in ``precision``
-    (float32 in and out at every precision); returns the version folder."""
+    (None = fp32; float32 in and out at every precision); returns the version folder."""
     import keras
 
     if not model_path or not export_dir:
