@@ -21,6 +21,7 @@ from absl import app, flags
 
 from common.errors import InputError
 from common.cli import run_main
+from models.precision import define_precision_flag
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Stage workdir (uses best/, then final/ weights; config.json for defaults).")
@@ -36,6 +37,7 @@ flags.DEFINE_string("out_dir", None, "Output folder (default: <workdir>/eval_<sp
 flags.DEFINE_string("export_dir", None, "Also export a SavedModel to <export_dir>/<next version>.")
 flags.DEFINE_integer("num_plot_volumes", 3, "Volumes that get an image/GT/prediction overlay figure.")
 flags.DEFINE_boolean("write_predictions", True, "Write NIfTI predictions at native resolution.")
+define_precision_flag()
 flags.DEFINE_boolean("allow_missing", False, "Evaluate the volumes of the split that the data dir holds when some "
                      "are absent (e.g. patient 090 of a public ACDC copy); the absent ids go to summary.json.")
 
@@ -61,7 +63,7 @@ def main(argv: list[str]) -> None:
                    split=FLAGS.split, no_of_tr_imgs=FLAGS.no_of_tr_imgs, comb_tr_imgs=FLAGS.comb_tr_imgs,
                    ids=FLAGS.ids, out_dir=FLAGS.out_dir, export_dir=FLAGS.export_dir,
                    num_plot_volumes=FLAGS.num_plot_volumes, write_predictions=FLAGS.write_predictions,
-                   allow_missing=FLAGS.allow_missing)
+                   allow_missing=FLAGS.allow_missing, precision=FLAGS.precision)
     sys.stdout.flush()
 
 

@@ -21,6 +21,7 @@ from absl import app, flags
 
 from common.errors import InputError
 from common.cli import run_main
+from models.precision import define_precision_flag
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Workdir, .weights.h5 file, training checkpoint (W/ckpt), or SavedModel "
@@ -36,6 +37,8 @@ flags.DEFINE_enum("n4", "auto", ["auto", "true", "false"],
 flags.DEFINE_integer("channel", None, "Channel of a 4-D input to segment (e.g. 0 = T2 for MSD prostate); "
                      "default: the channel a custom-dataset model was trained on.")
 
+define_precision_flag()
+
 
 def main(argv: list[str]) -> None:
     """Segment every input file and report where the outputs went."""
@@ -47,7 +50,7 @@ def main(argv: list[str]) -> None:
     from evaluation.segment import predict_paths
 
     predict_paths(FLAGS.model, FLAGS.input, FLAGS.output, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-                  channel=FLAGS.channel, n4=FLAGS.n4, log=lambda line: print(line, flush=True))
+                  channel=FLAGS.channel, n4=FLAGS.n4, precision=FLAGS.precision, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

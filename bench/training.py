@@ -11,9 +11,13 @@ warm-up that traces the step):
   ``data.joint_sampler``) in batches/s, relative to the rate at which the step consumes them;
   target >= 3x;
 * pseudo-label generation (``pseudolabels.generate.generate_pseudo_labels``) in slices/s, with and
-  without the dense CRF, on synthetic-size volumes.
+  without the dense CRF, on synthetic-size volumes;
+* ``--precision`` fp32 / mixed_bfloat16 / mixed_float16: baseline (20 images) and joint (40 images)
+  step times at 192x192 and a convolution micro-benchmark per dtype (:mod:`bench.precision`),
+  beside the CPU model and its bf16 / AMX flags (:mod:`bench.cpu_info`).
 
-Usage: ``python -m bench.training [--quick] [--steps N]``; ``--quick`` = demo size only, few steps.
+Usage: ``python -m bench.training [--quick] [--steps N] [--sections precision] [--fp16_on_cpu]``;
+``--quick`` = demo size only, few steps.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from bench import precision as bench_prec
+from bench.cpu_info import cpu_info
 from bench.timing import median_time
 from data import pipeline
 from data.plc_selection import sample_anchors
@@ -39,9 +45,11 @@ from models.heads import build_h
 from models.unet import build_unet
 from training.engine import steps
 from data import joint_sampler as joint_data
+from models.precision import PRECISIONS, check_precision
 from training.engine.strategy import resolve_jit
 
 C = 4
+SECTIONS = ("steps", "input", "pseudo_labels", "precision")
 
 
 def _volumes(rng: np.random.Generator, size: int, n: int = 4, depth: int = 10):
@@ -162,20 +170,51 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="demo size only, few steps (smoke test)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--jit_compile", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated parts to run, of {','.join(SECTIONS)}")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="precisions of the precision section")
+    parser.add_argument("--precision_steps", type=int, default=None,
+                        help="timed steps per precision (default: --steps)")
+    parser.add_argument("--fp16_on_cpu", action="store_true",
+                        help="time mixed_float16 training steps on a CPU too (very slow, see bench.precision)")
     args = parser.parse_args()
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {unknown}; choose from {','.join(SECTIONS)}")
     jit = resolve_jit(args.jit_compile)
     sizes = [64] if args.quick else [192, 64]
     n = 2 if args.quick else args.steps
+    gpus = tf.config.list_physical_devices("GPU")
     result: dict[str, Any] = {
-        "device": "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)",
+        "device": _gpu_name(gpus[0]) if gpus else f"CPU ({os.cpu_count()} cores)", "cpu": cpu_info(),
         "platform": platform.platform(), "tensorflow": tf.__version__, "jit_compile": jit,
         "targets": {"joint_over_seg_only": "<= 1.10", "pipeline_over_consumption": ">= 3"}}
-    for size in sizes:
+    for size in sizes if {"steps", "input"} & set(sections) else []:
         r = bench_steps(size, n if size > 64 else max(n, 2 * n), jit)
-        r.update(bench_input(size, max(n, 5), r["baseline_step_s"], r["joint_step_s"]))
+        if "input" in sections:
+            r.update(bench_input(size, max(n, 5), r["baseline_step_s"], r["joint_step_s"]))
         result[f"{size}x{size}"] = r
-    result.update(bench_pseudo_labels(64, 2 if args.quick else 6))
+    if "pseudo_labels" in sections:
+        result.update(bench_pseudo_labels(64, 2 if args.quick else 6))
+    if "precision" in sections:
+        result["precision"] = _precision_section(args, jit, bool(gpus), 64 if args.quick else 192,
+                                                 args.precision_steps or n)
     print(json.dumps(result, indent=2))
+
+
+def _gpu_name(gpu: Any) -> str:
+    name = tf.config.experimental.get_device_details(gpu).get("device_name")
+    return f"GPU ({name})" if name else "GPU"
+
+
+def _precision_section(args: argparse.Namespace, jit: bool, on_gpu: bool, size: int, n: int) -> dict[str, Any]:
+    """Step times per precision at ``size`` (20 and 40 images) and the convolution micro-benchmark."""
+    precisions = [check_precision(p) for p in args.precisions.split(",") if p]
+    unit = _unit(np.random.default_rng(3), size)
+    return {"size": f"{size}x{size}", "baseline_images": 20, "joint_images": 40, "timed_steps": n,
+            "steps": bench_prec.bench_precision(size, n, jit, precisions, unit, C, on_gpu, args.fp16_on_cpu),
+            "conv3x3_fwd_bwd_s": {"shape": list(bench_prec.CONV_SHAPE), **bench_prec.bench_conv(precisions)}}
 
 
 if __name__ == "__main__":

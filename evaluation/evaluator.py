@@ -142,14 +142,15 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
                    dataset: str | None = None, split: str = "test", no_of_tr_imgs: str | None = None,
                    comb_tr_imgs: str | None = None, ids: Sequence[str] | None = None, out_dir: str | None = None,
                    export_dir: str | None = None, num_plot_volumes: int = 3, write_predictions: bool = True,
-                   allow_missing: bool = False) -> dict[str, Any]:
+                   allow_missing: bool = False, precision: str | None = None) -> dict[str, Any]:
     """``evaluate.py``: evaluate a trained model on the ``split`` volumes of its data directory.
 
     Every argument left ``None`` comes from the workdir's ``config.json`` (``data_dir``, ``dataset``,
     ``no_of_tr_imgs``, ``comb_tr_imgs``; ``tr1`` / ``c1`` otherwise); the dataset config from
     :func:`workdir.model_dataset_config`. Writes ``out_dir`` (default ``<workdir>/eval_<split>``)
     and, with ``export_dir``, a SavedModel. Split volumes absent from the data dir are an error
-    unless ``allow_missing`` (then they are left out and listed in the summary).
+    unless ``allow_missing`` (then they are left out and listed in the summary). ``precision``:
+    the network's ``--precision`` (None = fp32; see :func:`workdir.load_model`), also that of the export.
 
     Returns:
         The evaluation summary.
@@ -164,7 +165,7 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
     data_dir = data_dir or info.data_dir
     if not data_dir:
         raise InputError("--data_dir: not given and not recorded in the workdir config.json")
-    model, name = load_model(model_path, dataset or info.dataset, data_dir=data_dir)
+    model, name = load_model(model_path, dataset or info.dataset, data_dir=data_dir, precision=precision)
     if name is None:
         raise InputError("--dataset: unknown for this model (no workdir config.json); pass --dataset")
     cfg = model_dataset_config(str(name), model_path, data_dir)
@@ -185,7 +186,7 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
               f"{', '.join(missing)}", flush=True)
     extra = {"dataset": cfg.name, "split": split, "no_of_tr_imgs": str(no_tr), "comb_tr_imgs": str(comb),
              "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir), "missing_ids": missing,
-             "protocol": PROTOCOL}
+             "protocol": PROTOCOL, "precision": _model_precision(model, model_path)}
     summary = run_evaluation(model, data_dir, ids, cfg, out_dir, num_plot_volumes=num_plot_volumes,
                              workdir=workdir, extra=extra, write_predictions=write_predictions)
     print(f"wrote {os.path.join(out_dir, 'summary.json')}, per_volume.csv, predictions/, plots/")
@@ -197,3 +198,15 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
         path = export_saved_model(model, export_dir, metadata)
         print(f"exported SavedModel to {path}: {describe_signatures(path)}")
     return summary
+
+
+def _model_precision(model: Any, model_path: str) -> str:
+    """The precision the network computes in: a Keras model's policy, else the SavedModel's metadata."""
+    import keras
+
+    from models.precision import precision_of
+    from workdir import saved_model_metadata
+
+    if isinstance(model, keras.Model):
+        return precision_of(model)
+    return str(saved_model_metadata(model_path).get("precision", "fp32"))

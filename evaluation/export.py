@@ -4,7 +4,8 @@ Layout (TF Serving convention): ``<export_dir>/<version>/`` with ``saved_model.p
 and ``assets.extra/plc_metadata.json`` (dataset, classes, structure names, training resolution),
 where ``<version>`` is the next free positive integer (1 for a new directory).
 
-Signature ``serving_default``: input ``images`` float32 ``(N, H, W, 1)`` — slices preprocessed as in
+Signature ``serving_default`` (float32 in and out at every ``--precision``; the precision the
+network computes in is recorded as ``precision`` in the metadata): input ``images`` float32 ``(N, H, W, 1)`` — slices preprocessed as in
 training (min-max normalized with the volume's 1st/99th percentiles, resampled to the dataset's
 in-plane resolution; H and W multiples of 32) — outputs ``probabilities`` float32 ``(N, H, W, C)``
 (softmax) and ``labels`` int32 ``(N, H, W)`` (argmax). Batch normalization runs in inference mode.
@@ -20,7 +21,7 @@ The archive is written with ``keras.export.ExportArchive``; a ``tf.Module`` save
 (DESIGN.md), which ``saved_model_cli run`` catches.
 
 Usage:
-    python -m evaluation.export --model runs/joint --export_dir exported/plc
+    python -m evaluation.export --model runs/joint --export_dir exported/plc [--precision mixed_bfloat16]
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.atomic import atomic_dir, atomic_write_json
 from common.errors import InputError
+from models.precision import define_precision_flag
 from workdir import METADATA_PATH, load_model, model_dataset_config, run_info
 
 if TYPE_CHECKING:
@@ -100,8 +102,11 @@ def export_saved_model(model: keras.Model, export_dir: str | os.PathLike,
     archive.add_endpoint(
         name=SIGNATURE_NAME, fn=serve,
         input_signature=[tf.TensorSpec(shape=(None, None, None, 1), dtype=tf.float32, name=INPUT_NAME)])
+    from models.precision import precision_of
+
     meta = {"num_classes": int(model.output.shape[-1]), "input": INPUT_NAME,
-            "outputs": ["probabilities", "labels"], "downsampling": DOWNSAMPLING}
+            "outputs": ["probabilities", "labels"], "downsampling": DOWNSAMPLING,
+            "precision": precision_of(model)}  # inside; the signature is float32 in and out
     meta.update(metadata or {})
     geometry = volume_geometry(meta)
     signatures = [SIGNATURE_NAME]
@@ -187,15 +192,18 @@ def define_flags(flag_values: Any = None) -> None:
                         flag_values=fv)
     flags.DEFINE_string("dataset", None, "Dataset config (default: from the workdir's config.json).",
                         flag_values=fv)
+    define_precision_flag(fv)
 
 
-def export_model(model_path: str | None, export_dir: str | None, dataset: str | None = None) -> Path:
-    """``python -m evaluation.export``: export the UNet at ``model_path``; returns the version folder."""
+def export_model(model_path: str | None, export_dir: str | None, dataset: str | None = None,
+                 precision: str = "fp32") -> Path:
+    """``python -m evaluation.export``: export the UNet at ``model_path`` computing in ``precision``
+    (float32 in and out at every precision); returns the version folder."""
     import keras
 
     if not model_path or not export_dir:
         raise InputError("--model and --export_dir are required")
-    model, dataset = load_model(model_path, dataset)
+    model, dataset = load_model(model_path, dataset, precision=precision)
     if not isinstance(model, keras.Model):
         raise InputError(f"--model={model_path}: is already a SavedModel")
     metadata = metadata_for(model_dataset_config(str(dataset), model_path)) if dataset else {}
@@ -230,6 +238,6 @@ if __name__ == "__main__":
         if len(argv) > 1:
             raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
         fv = flags.FLAGS
-        export_model(fv.model, fv.export_dir, fv.dataset)
+        export_model(fv.model, fv.export_dir, fv.dataset, fv.precision)
 
     app.run(run_main(main))

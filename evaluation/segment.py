@@ -189,7 +189,7 @@ def training_n4(model_path: str | os.PathLike) -> tuple[bool, int]:
 def predict_paths(model_path: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
                   dataset: str | None = None, data_dir: str | os.PathLike | None = None,
                   channel: int | None = None, n4: str = "auto",
-                  log: Callable[[str], None] | None = None) -> list[Job]:
+                  log: Callable[[str], None] | None = None, precision: str | None = None) -> list[Job]:
     """``predict.py``: segment a file or a folder with a trained model.
 
     Args:
@@ -204,6 +204,7 @@ def predict_paths(model_path: str | os.PathLike, input_path: str | os.PathLike, 
         n4: ``auto`` (as the training data), ``true`` or ``false``; N4 always uses the shrink factor
             the training data's preprocessing recorded (1 if none).
         log: called with one line per segmented file.
+        precision: the network's ``--precision`` (None = fp32; see :func:`workdir.load_model`).
 
     Returns:
         The jobs done.
@@ -211,7 +212,7 @@ def predict_paths(model_path: str | os.PathLike, input_path: str | os.PathLike, 
     from evaluation.inference import as_predictor
     from workdir import load_model, model_dataset_config
 
-    model, name = load_model(model_path, dataset, data_dir=data_dir)
+    model, name = load_model(model_path, dataset, data_dir=data_dir, precision=precision)
     if name is None:
         raise InputError("--dataset: unknown for this model (no config.json or metadata); pass --dataset")
     cfg = model_dataset_config(str(name), model_path, data_dir)

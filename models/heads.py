@@ -7,6 +7,8 @@
 - h (2023 pseudo-label loss) on the last decoder layer: the same two 1x1 convs with 16 channels.
 
 Convs use untruncated He-normal init, dense layers Glorot-uniform (TF default), as the originals.
+The last layer of every head computes in float32 under any mixed-precision policy
+(``models.precision.OUTPUT_DTYPE``), so the contrastive losses get float32 embeddings.
 Layer names carry the prefixes ``reg_`` (g1), ``g2_`` (g2; the original reused ``seg_c1_*``/``seg_pred``,
 ORIGINAL_SPEC §9.2.9) and ``cont_`` (h).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import keras
 
+from models.precision import OUTPUT_DTYPE
 from models.unet import BN_EPSILON, BN_MOMENTUM, conv_initializer
 
 PROJECTION_DIM = 128
@@ -38,7 +41,7 @@ def build_g1(input_shape: tuple[int, int, int], name: str = "g1") -> keras.Model
     x = keras.layers.Dense(1024, activation="relu", use_bias=False, kernel_initializer="glorot_uniform",
                            name="reg_nn1")(x)  # (N, 1024)
     z = keras.layers.Dense(PROJECTION_DIM, use_bias=False, kernel_initializer="glorot_uniform",
-                           name="reg_pred")(x)  # (N, 128)
+                           dtype=OUTPUT_DTYPE, name="reg_pred")(x)  # (N, 128)
     return keras.Model(x_in, z, name=name)
 
 
@@ -52,7 +55,7 @@ def _two_conv_head(channels: int, prefix: str, in_channels: int, name: str,
                                         name=f"{prefix}_c1_a_bn")(x)
     x = keras.layers.ReLU(name=f"{prefix}_c1_a")(x)
     y = keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=conv_initializer(),
-                            name=f"{prefix}_c1_b")(x)  # (N, h, w, channels)
+                            dtype=OUTPUT_DTYPE, name=f"{prefix}_c1_b")(x)  # (N, h, w, channels)
     return keras.Model(x_in, y, name=name)
 
 
@@ -68,7 +71,7 @@ def build_region_projection(region_dim: int, name: str = "g2_proj") -> keras.Mod
     """
     x_in = keras.Input(shape=(int(region_dim),), name="g2_region")  # (M, region_dim)
     y = keras.layers.Dense(PROJECTION_DIM, use_bias=False, kernel_initializer="glorot_uniform",
-                           name="g2_seg_pred")(x_in)  # (M, 128)
+                           dtype=OUTPUT_DTYPE, name="g2_seg_pred")(x_in)  # (M, 128)
     return keras.Model(x_in, y, name=name)
 
 

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import keras
 
+from models.precision import OUTPUT_DTYPE
+
 ENCODER_OUTPUT = "enc_c6_b"
 DECODER_BLOCK_OUTPUTS = ("dec_c5_b", "dec_c4_b", "dec_c3_b", "dec_c2_b", "dec_c1_a")
 LAST_DECODER_LAYER = "dec_c1_a"
@@ -71,7 +73,9 @@ def build_unet(num_classes: int, image_size: tuple[int | None, int | None] = (No
             so that N replicas compute the same BN as one replica on the union of their batches.
 
     Returns:
-        A functional model ``(N, H, W, 1) float32 -> (N, H, W, C)`` logits. Trainable parameters:
+        A functional model ``(N, H, W, 1) float32 -> (N, H, W, C)`` float32 logits (the layers compute
+        in the precision of the Keras dtype policy at build time, see :mod:`models.precision`; the
+        logits layer always in float32). Trainable parameters:
         encoder 885,552, decoder 1,204,928, segmentation head 4,704 + 144*C (5,136 / 5,280 / 5,856
         for C = 3 / 4 / 8); 2,095,760 in total for C = 4.
     """
@@ -111,7 +115,7 @@ def build_unet(num_classes: int, image_size: tuple[int | None, int | None] = (No
     x = conv_block(x, "seg_c1_b", 16, synchronized_bn=synchronized_bn)
     logits = keras.layers.Conv2D(
         num_classes, 3, padding="same", use_bias=False, kernel_initializer=conv_initializer(),
-        name="seg_fin_layer")(x)  # (N, H, W, C)
+        dtype=OUTPUT_DTYPE, name="seg_fin_layer")(x)  # (N, H, W, C) float32 under every policy
     return keras.Model(x_in, logits, name=name)
 
 

@@ -178,13 +178,14 @@ def test_load_from_training_checkpoint(tmp_path, data_dir):
 def test_evaluate_script(tmp_path, data_dir):
     wd = ed.write_workdir(tmp_path / "wd", ed.random_unet(2), data_dir)
     proc = subprocess.run([sys.executable, "evaluate.py", f"--workdir={wd}", "--split=val", "--num_plot_volumes=1",
-                           f"--export_dir={tmp_path / 'export'}"],
+                           f"--export_dir={tmp_path / 'export'}", "--precision=mixed_bfloat16"],
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = wd / "eval_val"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ids"] == list(VAL_IDS)  # resolved from the workdir's split (tr1/c1)
     assert summary["split"] == "val" and summary["no_of_tr_imgs"] == "tr1"
+    assert summary["precision"] == "mixed_bfloat16"
     assert (out / "plots" / "training_curves.png").is_file()
     assert (out / "plots" / "overlay_027.png").is_file()
     assert len(list((out / "predictions").glob("*.nii.gz"))) == 4
@@ -192,6 +193,7 @@ def test_evaluate_script(tmp_path, data_dir):
     assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
     meta = json.loads((tmp_path / "export" / "1" / "assets.extra" / "plc_metadata.json").read_text())
     assert meta["dataset"] == "synthetic" and meta["num_classes"] == 4 and meta["n4"] is False
+    assert meta["precision"] == "mixed_bfloat16"  # float32 signature, bf16 inside
 
 
 def test_evaluate_script_errors(tmp_path):

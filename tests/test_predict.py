@@ -105,10 +105,10 @@ def test_predict_and_export_scripts(tmp_path):
 
     fv = flags.FlagValues()  # the `python -m evaluation.export` CLI, parsed in-process
     export.define_flags(fv)
-    fv(["export", f"--model={wd}", f"--export_dir={tmp_path / 'exp'}"])
-    export.export_model(fv.model, fv.export_dir, fv.dataset)
+    fv(["export", f"--model={wd}", f"--export_dir={tmp_path / 'exp'}", "--precision=mixed_bfloat16"])
+    export.export_model(fv.model, fv.export_dir, fv.dataset, fv.precision)
     meta = json.loads((tmp_path / "exp" / "1" / export.METADATA_PATH).read_text())
-    assert meta["dataset"] == "synthetic" and meta["n4"] is False
+    assert meta["dataset"] == "synthetic" and meta["n4"] is False and meta["precision"] == "mixed_bfloat16"
     with pytest.raises(InputError, match="already a SavedModel"):
         fv2 = flags.FlagValues()
         export.define_flags(fv2)

@@ -175,8 +175,8 @@ def test_chief_task_convention():
 
 
 def test_tf_config_chief_and_pipeline_leaves_evaluation_to_the_chief(tmp_path, monkeypatch, capsys):
-    from training.pipeline import run_pipeline
     from training.engine.strategy import tf_config_is_chief
+    from training.pipeline import make_options, run_pipeline
 
     cluster = {"worker": ["h0:1", "h1:1"]}
     monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -194,9 +194,10 @@ def test_tf_config_chief_and_pipeline_leaves_evaluation_to_the_chief(tmp_path, m
     wb = tmp_path / "out" / "baseline"
     wb.mkdir(parents=True)
     (wb / "summary.json").write_text(json.dumps({"step": 3}))
-    opts = dict(dataset="synthetic", data_dir=str(tmp_path), out_dir=str(tmp_path / "out"), no_of_tr_imgs="tr1",
-                comb_tr_imgs="c1", methods=["baseline"], seed=0, crf=0, export_dir=str(tmp_path / "export"),
-                extra=[], baseline_iters=3, val_every=1, ckpt_every=1)
+    opts = make_options("paper", {"baseline_iters": 3, "val_every": 1, "ckpt_every": 1, "crf": 0},
+                        dataset="synthetic", data_dir=str(tmp_path), out_dir=str(tmp_path / "out"),
+                        no_of_tr_imgs="tr1", comb_tr_imgs="c1", methods=["baseline"], seed=0,
+                        export_dir=str(tmp_path / "export"), extra=[])
     assert run_pipeline(opts) == {}
     assert "the chief evaluates and exports" in capsys.readouterr().out
     assert not (wb / "eval_test").exists() and not (tmp_path / "export").exists()

@@ -116,6 +116,32 @@ def test_workdir_with_other_shapes_is_refused(baseline_dir, tiny_data):  # noqa:
         run_supervised(stage_conf("baseline", tiny_data, baseline_dir, batch_size=8))
 
 
+def test_resume_in_another_precision(baseline_dir, tiny_data, tmp_path):  # noqa: F811
+    """--precision may change on resume: the fp32 run's weights, Adam state and counters carry over
+    into a mixed_bfloat16 run. (mixed_float16 adds its loss scale to the same layout, see
+    tests/test_precision.py; its float16 convolution gradients are too slow on CPUs for a stage run.)"""
+    import shutil
+
+    import tensorflow as tf
+
+    from training.stages.supervised import run_supervised
+
+    wd = tmp_path / "baseline"
+    shutil.copytree(baseline_dir, wd)
+    summary = run_supervised(stage_conf("baseline", tiny_data, wd, n_iter=5, precision="mixed_bfloat16"))
+    assert summary["step"] == 5 and summary["nonfinite"] == 0 and summary["loss_scale_overflows"] == 0
+    assert json.loads((wd / "config.json").read_text())["precision"] == "mixed_bfloat16"
+    reader = tf.train.load_checkpoint(str(wd / "ckpt"))
+    assert reader.get_tensor("state/step/.ATTRIBUTES/VARIABLE_VALUE") == 5
+    assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 5  # 4 fp32 + 1 bf16
+    train = json.loads((wd / "metrics.json").read_text())["train"]
+    assert train[-1]["step"] == 5 and np.isfinite(train[-1]["loss"])
+    from models.precision import precision_of
+    from workdir import load_unet
+
+    assert precision_of(load_unet(str(wd))) == "fp32"  # float32 weights load in any precision
+
+
 def test_pseudolabel_then_joint_rounds_and_resume(baseline_dir, tiny_data, tmp_path, capsys):  # noqa: F811
     from data import store
     from training.stages.joint import run_joint

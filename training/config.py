@@ -28,6 +28,7 @@ class StageConfig:
         seed: seed of data sampling and augmentation.
         jit_compile: ``auto``/``true``/``false`` (XLA for the training step).
         num_replicas: logical CPU replicas (distribution without GPUs).
+        precision: ``fp32``, ``mixed_bfloat16`` or ``mixed_float16`` (:mod:`models.precision`).
         val_every: validation period in iterations.
         ckpt_every: resumable-checkpoint period in iterations.
         log_every: training-scalar period in iterations.
@@ -46,6 +47,7 @@ class StageConfig:
     seed: int
     jit_compile: str
     num_replicas: int
+    precision: str
     val_every: int
     ckpt_every: int
     log_every: int

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from absl import app, flags, logging
 
 import configs
+from models import precision as prec
 from training.config import PretrainConfig, SelfTrainConfig, StageConfig, config_from
 
 # name -> (kind, help). Kinds: "int", "float", "bool", "str", ("enum", choices).
@@ -29,6 +30,7 @@ SPECS: dict[str, tuple[Any, str]] = {
     "seed": ("int", "seed of the data sampling and augmentation"),
     "jit_compile": (("enum", ("auto", "true", "false")), "XLA for the training step (auto: on for GPU, off for CPU)"),
     "num_replicas": ("int", "logical CPU replicas (test distribution without GPUs)"),
+    "precision": (("enum", prec.PRECISIONS), prec.HELP),
     "val_every": ("int", "validate every this many iterations (val_step_update)"),
     "ckpt_every": ("int", "save a resumable checkpoint every this many iterations"),
     "log_every": ("int", "write training scalars every this many iterations"),
@@ -84,8 +86,8 @@ SPECS: dict[str, tuple[Any, str]] = {
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "dataset": "acdc", "data_dir": None, "workdir": None, "init_from": None, "max_steps": 0, "seed": 0,
-    "jit_compile": "auto", "num_replicas": 1, "val_every": 50, "ckpt_every": 100, "log_every": 10,
-    "ver": 0, "comb_tr_imgs": "c1",
+    "jit_compile": "auto", "num_replicas": 1, "precision": prec.DEFAULT_PRECISION, "val_every": 50,
+    "ckpt_every": 100, "log_every": 10, "ver": 0, "comb_tr_imgs": "c1",
 }
 
 # Per-script flag defaults (the originals' README settings).

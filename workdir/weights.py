@@ -238,8 +238,13 @@ class LoadedModel(NamedTuple):
 
 
 def _build(source: ModelSource, num_classes: int | None, dataset: str | None,
-           image_size: tuple[int | None, int | None], data_dir: str | os.PathLike | None = None) -> Any:
-    """A UNet with the weights of a ``weights`` / ``checkpoint`` source."""
+           image_size: tuple[int | None, int | None], data_dir: str | os.PathLike | None = None,
+           precision: str | None = None) -> Any:
+    """A UNet with the weights of a ``weights`` / ``checkpoint`` source, built under the Keras dtype
+    policy of ``precision`` (None: the current global policy)."""
+    import contextlib
+
+    from models.precision import precision_policy
     from models.unet import build_unet
 
     if num_classes is None and source.workdir is not None:
@@ -251,7 +256,8 @@ def _build(source: ModelSource, num_classes: int | None, dataset: str | None,
     if num_classes is None:
         raise InputError(f"{source.path}: number of classes unknown (no config.json with num_classes "
                          f"or dataset); pass --dataset")
-    model = build_unet(int(num_classes), image_size)
+    with precision_policy(precision) if precision is not None else contextlib.nullcontext():
+        model = build_unet(int(num_classes), image_size)
     if source.kind == "checkpoint":
         try:
             _restore(source.path, {"model": model})
@@ -269,7 +275,7 @@ def _build(source: ModelSource, num_classes: int | None, dataset: str | None,
 
 def load_model(path: str | os.PathLike, dataset: str | None = None, num_classes: int | None = None,
                image_size: tuple[int | None, int | None] = (None, None),
-               data_dir: str | os.PathLike | None = None) -> LoadedModel:
+               data_dir: str | os.PathLike | None = None, precision: str | None = None) -> LoadedModel:
     """Load the model a path holds (the one loader of the project).
 
     Args:
@@ -280,25 +286,34 @@ def load_model(path: str | os.PathLike, dataset: str | None = None, num_classes:
         image_size: input size of the built UNet (None = dynamic).
         data_dir: preprocessed data directory (a ``custom`` dataset's config, when the model records
             neither its class count nor its dataset config).
+        precision: ``--precision`` of the built UNet (:mod:`models.precision`; None: the current
+            Keras dtype policy). A SavedModel runs at the precision it was exported with: a
+            different one given here is an error.
 
     Returns:
         ``(model, dataset)``.
 
     Raises:
-        InputError: nothing loadable, unknown number of classes, or weights that do not fit.
+        InputError: nothing loadable, unknown number of classes, weights that do not fit, or a
+            SavedModel exported at another precision than ``precision``.
     """
     source = model_source(path)
     if source.kind == "saved_model":
-        return LoadedModel(saved_model_predictor(source.path),
-                           dataset or saved_model_metadata(source.path).get("dataset"))
+        meta = saved_model_metadata(source.path)
+        exported = meta.get("precision", "fp32")
+        if precision is not None and precision != exported:
+            raise InputError(f"--precision={precision}: {source.path} is a SavedModel exported at {exported}, "
+                             f"which it always runs at; omit --precision or export again")
+        return LoadedModel(saved_model_predictor(source.path), dataset or meta.get("dataset"))
     recorded = records.run_info(source.workdir).dataset if source.workdir is not None else None
-    return LoadedModel(_build(source, num_classes, dataset, image_size, data_dir), dataset or recorded)
+    return LoadedModel(_build(source, num_classes, dataset, image_size, data_dir, precision), dataset or recorded)
 
 
 def load_unet(path: str | os.PathLike, num_classes: int | None = None,
-              image_size: tuple[int | None, int | None] = (None, None)) -> Any:
+              image_size: tuple[int | None, int | None] = (None, None), precision: str | None = None) -> Any:
     """The Keras UNet of a workdir, ``.weights.h5`` file or training checkpoint (:func:`load_model`
-    restricted to Keras models, e.g. for ``--init_from``).
+    restricted to Keras models, e.g. for ``--init_from``), built at ``precision`` (None: the current
+    Keras dtype policy).
 
     Raises:
         InputError: as :func:`load_model`, or ``path`` is a SavedModel.
@@ -307,4 +322,4 @@ def load_unet(path: str | os.PathLike, num_classes: int | None = None,
     if source.kind == "saved_model":
         raise InputError(f"{path}: is a SavedModel; a stage workdir, a .weights.h5 file or a training "
                          f"checkpoint is needed here")
-    return _build(source, num_classes, None, image_size)
+    return _build(source, num_classes, None, image_size, precision=precision)

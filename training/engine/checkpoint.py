@@ -36,6 +36,8 @@ class TrainState(tf.Module):
         self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="running_best")
         self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
         self.nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite")
+        # Steps skipped by float16 loss scaling (absent from checkpoints written before it: stays 0).
+        self.overflow = tf.Variable(0, dtype=tf.int64, trainable=False, name="loss_scale_overflows")
         self.last_val = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="last_val")
         self.rounds_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="rounds_done")
 

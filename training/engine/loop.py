@@ -9,7 +9,8 @@ One iteration = fetch a batch, run the step (or count a skip), update counters; 
 * ``W/metrics.json`` = ``{"train": [{"step": s, name: value}], "val": [{"step": s, "val_dice": d}]}``;
 * a NaN guard: a step whose loss or gradients are non-finite does not update anything and is
   counted; ``max_nonfinite`` consecutive ones stop the run with :class:`TrainingDiverged`, leaving
-  the last good checkpoint in place;
+  the last good checkpoint in place; a float16 step skipped by loss scaling (the scale was halved)
+  is counted apart (``loss_scale_overflows``) and does not count towards divergence;
 * a progress bar when stderr is a terminal, otherwise one log line per validation.
 
 Step numbering: ``step`` counts completed iterations (skipped ones included, like the originals);
@@ -29,6 +30,7 @@ import tensorflow as tf
 
 from training.engine import summaries
 from training.engine.checkpoint import Checkpointer, TrainState
+from training.engine.steps import STEP_APPLIED, STEP_OVERFLOW
 from workdir import MetricsLog
 
 
@@ -108,16 +110,25 @@ class _StepValues:
         self.items: list[tuple[int, Any, dict, Any]] = []
         self.consecutive_bad = consecutive_bad
 
-    def add(self, step: int, loss: Any, mets: dict, applied: Any) -> None:
-        self.items.append((step, loss, mets, applied))
+    def add(self, step: int, loss: Any, mets: dict, status: Any) -> None:
+        self.items.append((step, loss, mets, status))
 
-    def flush(self, max_nonfinite: int) -> tuple[dict[str, list[float]], int, int | None]:
-        """``({name: values of the applied steps}, non-finite steps, step where the run diverged or None)``."""
+    def flush(self, max_nonfinite: int) -> tuple[dict[str, list[float]], int, int, int | None]:
+        """``({name: values of the applied steps}, non-finite steps, loss-scale overflow steps, step
+        where the run diverged or None)``.
+
+        An overflow step (float16 loss scaling lowered the scale) neither counts towards nor breaks
+        a run of consecutive non-finite steps.
+        """
         values: dict[str, list[float]] = {}
-        bad = 0
+        bad = overflow = 0
         diverged_at = None
-        for step, loss, mets, applied in self.items:
-            if not bool(applied):
+        for step, loss, mets, status in self.items:
+            status = int(status)  # a bool from a hand-written step: True = applied
+            if status == STEP_OVERFLOW:
+                overflow += 1
+                continue
+            if status != STEP_APPLIED:
                 bad += 1
                 self.consecutive_bad += 1
                 if self.consecutive_bad >= max_nonfinite and diverged_at is None:
@@ -127,13 +138,13 @@ class _StepValues:
             for k, v in {"loss": loss, **mets}.items():
                 values.setdefault(k, []).append(float(v))
         self.items = []
-        return values, bad, diverged_at
+        return values, bad, overflow, diverged_at
 
 
 def state_summary(state: TrainState, last_val: float | None = None) -> dict[str, Any]:
     """The loop's result dict from the training state (``last_val`` = the last validation run)."""
     return {"step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
-            "nonfinite": int(state.nonfinite.numpy()),
+            "nonfinite": int(state.nonfinite.numpy()), "loss_scale_overflows": int(state.overflow.numpy()),
             # A rerun of a finished stage validates nothing: report the checkpointed last value.
             "last_val_dice": last_val if last_val is not None else float(state.last_val.numpy()),
             "best_val_dice": float(state.best.numpy())}
@@ -160,9 +171,11 @@ class _Loop:
         Raises:
             TrainingDiverged: ``max_nonfinite`` consecutive non-finite steps.
         """
-        values, bad, diverged_at = self.pending.flush(self.cfg.max_nonfinite)
+        values, bad, overflow, diverged_at = self.pending.flush(self.cfg.max_nonfinite)
         if bad:
             self.state.nonfinite.assign_add(bad)
+        if overflow:
+            self.state.overflow.assign_add(overflow)
         if diverged_at is not None:
             raise TrainingDiverged(
                 f"{self.cfg.max_nonfinite} consecutive non-finite losses at step {diverged_at}; "
@@ -233,7 +246,7 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
     Args:
         cfg: schedule.
         state: step / running best / counters (saved in the checkpoint).
-        step_fn: ``batch -> (loss, metrics dict, applied)`` from ``training.engine.steps.make_train_step``.
+        step_fn: ``batch -> (loss, metrics dict, status)`` from ``training.engine.steps.make_train_step``.
         batches: iterator of (distributed) batches.
         checkpointer: resumable checkpoint of every stateful object.
         metrics: the ``metrics.json`` history.
@@ -245,7 +258,8 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
         writers: ``(train_writer, eval_writer)`` TensorBoard writers (None on non-chief workers).
 
     Returns:
-        Summary dict: ``{"step", "skipped", "nonfinite", "last_val_dice", "best_val_dice"}``.
+        Summary dict: ``{"step", "skipped", "nonfinite", "loss_scale_overflows", "last_val_dice",
+        "best_val_dice"}``.
 
     Raises:
         TrainingDiverged: ``cfg.max_nonfinite`` consecutive non-finite steps.
@@ -260,8 +274,8 @@ def run_loop(cfg: LoopConfig, state: TrainState, step_fn: Callable[[Any], tuple]
             if skip_fn is not None and skip_fn(batch):
                 state.skipped.assign_add(1)
             else:
-                loss, mets, applied = step_fn(batch)
-                loop.pending.add(step, loss, mets, applied)
+                loss, mets, status = step_fn(batch)
+                loop.pending.add(step, loss, mets, status)
             state.step.assign_add(1)
             is_last = step == cfg.end_step
             log_now = step % cfg.log_every == 0 or is_last

@@ -1,8 +1,9 @@
 """The one stage runner: the skeleton every training stage shares, written once.
 
+    set the Keras dtype policy of conf.precision (models.precision.precision_policy) for the run
     env = prepare(conf)                      # strategy, workdir, config.json, dataset, split
     models = task.build()                    # inside the strategy scope (+ synchronized BN)
-    optimizer, state, checkpointer           # Adam built on task.trainable_variables()
+    optimizer, state, checkpointer           # Adam (+ loss scaling for float16) on task.trainable_variables()
     restore the latest checkpoint, or task.initialize() on a fresh start (--init_from)
     step = make_train_step(task.compute_fn())
     for segment in task.segments(run):       # one segment, or the PLC rounds
@@ -23,6 +24,7 @@ import keras
 import tensorflow as tf
 
 import workdir as wdir
+from models.precision import precision_policy, uses_loss_scaling
 from training.config import StageConfig
 from training.engine import checkpoint as ck
 from training.engine import loop as loop_lib
@@ -152,9 +154,25 @@ class Task:
 
 
 def run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
-    """Run (or resume) the stage ``task_cls`` with ``conf``; returns its summary."""
+    """Run (or resume) the stage ``task_cls`` with ``conf``; returns its summary.
+
+    Every model of the stage (the trained ones, and those loaded from ``--init_from``) is built
+    under the Keras dtype policy of ``conf.precision``. The checkpoint layout is the same in every
+    precision (float32 variables; Adam under ``optimizer``, the float16 loss scale under
+    ``loss_scale``), so a workdir may be resumed with another ``--precision``: weights, Adam state
+    and counters carry over, the loss scale starts fresh when the previous run had none.
+    """
+    with precision_policy(conf.precision):
+        return _run_stage(task_cls, conf)
+
+
+def _run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
     t_start = time.time()
     task_cls.check(conf)
+    if uses_loss_scaling(conf.precision) and not tf.config.list_physical_devices("GPU"):
+        loop_lib.log(f"[{conf.stage}] warning: --precision mixed_float16 on a CPU: TensorFlow's float16 "
+                     "convolution gradients have no fast CPU kernels (measured 100x+ slower than float32); "
+                     "use fp32 or mixed_bfloat16 on CPUs")
     env = prepare(conf, task_cls.shape_keys_for(conf), task_cls.split_key(conf), task_cls.config_extra(conf))
     task = task_cls(conf, env)
     strategy = env.strategy
@@ -164,9 +182,10 @@ def run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
             for model in task.models.values():
                 steps.synchronize_batchnorm(model)
     variables = task.trainable_variables()
-    optimizer = steps.make_optimizer(task.learning_rate, variables, strategy)
+    optimizer = steps.make_optimizer(task.learning_rate, variables, strategy,
+                                     loss_scale=uses_loss_scaling(conf.precision))
     state = ck.TrainState()
-    objects = {**task.models, "optimizer": optimizer, "state": state}
+    objects = {**task.models, **steps.checkpoint_objects(optimizer), "state": state}
     checkpointer = ck.Checkpointer(env.out_dir / "ckpt", restore_from=env.workdir / "ckpt", **objects)
     task.attach(objects)
     if checkpointer.restore_latest():

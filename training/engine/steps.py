@@ -11,6 +11,13 @@ once, and one step on R replicas with batches b1..bR equals one step on one repl
 ``strategy.run``, computes gradients, skips the update (NaN guard) when the loss or any gradient is
 non-finite on any replica, and otherwise applies Adam.
 
+Mixed float16 (``--precision mixed_float16``): the optimizer is a ``keras.optimizers.LossScaleOptimizer``
+around Adam (:func:`make_optimizer`); the step differentiates the scaled loss, and a step whose loss
+is finite but whose scaled gradients overflow is handed to the loss-scale optimizer, which halves the
+scale and skips the update. Such a step reports :data:`STEP_OVERFLOW`, which the loop counts apart
+from the non-finite steps that stop a diverging run; an overflow at a scale already at or below
+:data:`LOSS_SCALE_FLOOR` (the gradients overflow without scaling) is a non-finite step.
+
 XLA: what is compiled is decided once, by :func:`training.engine.strategy.xla_plan` (the whole step
 on a single replica; only the loss functions, ``jit_loss``, under several replicas).
 """
@@ -27,19 +34,54 @@ ComputeFn = Callable[[Any, int], tuple[tf.Tensor, dict[str, tf.Tensor]]]
 
 ADAM_EPSILON = 1e-8  # TF1 AdamOptimizer default (ORIGINAL_SPEC §2.4)
 
+# Status of a step (third value returned by the step of make_train_step; a bool True/False from a
+# hand-written step reads as STEP_APPLIED / STEP_NONFINITE).
+STEP_NONFINITE = 0  # skipped: non-finite loss or gradients (counts towards divergence)
+STEP_APPLIED = 1
+STEP_OVERFLOW = 2  # skipped by float16 loss scaling: finite loss, overflowing gradients, scale halved
+LOSS_SCALE_FLOOR = 1.0  # gradients that overflow at a scale <= this are non-finite, not an overflow
+
 
 def make_optimizer(learning_rate: float, variables: list[tf.Variable],
-                   strategy: tf.distribute.Strategy) -> keras.optimizers.Optimizer:
+                   strategy: tf.distribute.Strategy, loss_scale: bool = False) -> keras.optimizers.Optimizer:
     """Adam with the TF1 defaults, built on ``variables`` inside the strategy scope.
 
     Building before any restore or compilation creates the slot variables as mirrored variables
     and lets a checkpoint restore them.
+
+    Args:
+        learning_rate: constant learning rate.
+        variables: the variables to optimize.
+        strategy: the distribution strategy.
+        loss_scale: wrap Adam in a ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling for
+            ``--precision mixed_float16``; Keras' defaults: initial scale 2^15, doubled after 2000
+            finite steps).
     """
     with strategy.scope():
         opt = keras.optimizers.Adam(learning_rate=float(learning_rate), beta_1=0.9, beta_2=0.999,
                                     epsilon=ADAM_EPSILON)
+        if loss_scale:
+            opt = keras.optimizers.LossScaleOptimizer(opt)
         opt.build(variables)
     return opt
+
+
+def loss_scaler(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.LossScaleOptimizer | None:
+    """``optimizer`` if it scales the loss (a ``LossScaleOptimizer``), else None."""
+    return optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
+
+
+def checkpoint_objects(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
+    """The checkpoint entries of an optimizer from :func:`make_optimizer`.
+
+    ``optimizer`` is always the Adam optimizer (the same checkpoint layout in every precision, so a
+    run can be resumed in another precision with its Adam state); with loss scaling,
+    ``loss_scale`` holds the scaler's state (the scale and its growth counter), absent otherwise.
+    """
+    scaler = loss_scaler(optimizer)
+    if scaler is None:
+        return {"optimizer": optimizer}
+    return {"optimizer": scaler.inner_optimizer, "loss_scale": scaler}
 
 
 def synchronize_batchnorm(model: keras.Model, synchronized: bool = True) -> int:
@@ -138,7 +180,8 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
         compute_fn: ``(replica_batch, num_replicas) -> (loss, metrics)``, values scaled for the
             global batch (see module docstring).
         variables: variables to optimize (the optimizer must have been built on them).
-        optimizer: Keras optimizer built inside ``strategy.scope()``.
+        optimizer: Keras optimizer built inside ``strategy.scope()`` (:func:`make_optimizer`; a
+            ``LossScaleOptimizer`` turns on loss scaling).
         jit_compile: compile the whole step with XLA (single-replica strategies only; under
             several replicas the compute function is expected to compile its losses itself).
         state_variables: non-trainable variables the forward pass updates (BatchNorm moving
@@ -146,37 +189,57 @@ def make_train_step(strategy: tf.distribute.Strategy, compute_fn: ComputeFn,
             non-finite batch cannot poison them.
 
     Returns:
-        ``step(distributed_batch) -> (loss, metrics, applied)``: global-mean loss and metrics
-        (scalars) and whether the update was applied (False when a non-finite value was seen).
+        ``step(distributed_batch) -> (loss, metrics, status)``: global-mean loss and metrics
+        (scalars; with loss scaling ``loss_scale``, the scale after the step, is added) and the
+        int32 status: :data:`STEP_APPLIED`, :data:`STEP_NONFINITE` (nothing changed) or
+        :data:`STEP_OVERFLOW` (nothing changed but the halved loss scale).
     """
     replicas = int(strategy.num_replicas_in_sync)
-
+    scaler = loss_scaler(optimizer)
     guarded = list(state_variables or [])
 
     def replica_step(batch):
         saved = [tf.identity(v) for v in guarded]
         with tf.GradientTape() as tape:
             loss, metrics = compute_fn(batch, replicas)
-        grads = tape.gradient(loss, variables)
-        bad = tf.logical_not(tf.math.is_finite(loss))
+            target = loss if scaler is None else scaler.scale_loss(loss)
+        grads = tape.gradient(target, variables)
+        loss_bad = tf.logical_not(tf.math.is_finite(loss))
+        grads_bad = tf.constant(False)
         for g in grads:
             if g is not None:
-                bad = tf.logical_or(bad, tf.logical_not(tf.reduce_all(tf.math.is_finite(g))))
+                grads_bad = tf.logical_or(grads_bad, tf.logical_not(tf.reduce_all(tf.math.is_finite(g))))
         n_bad = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.cast(bad, tf.float32))
-        finite = tf.equal(n_bad, 0.0)
+            tf.distribute.ReduceOp.SUM, tf.cast(tf.stack([loss_bad, grads_bad]), tf.float32))  # (2,)
+        loss_ok, grads_ok = tf.equal(n_bad[0], 0.0), tf.equal(n_bad[1], 0.0)
+        finite = tf.logical_and(loss_ok, grads_ok)
         for v, old in zip(guarded, saved):
             v.assign(tf.where(finite, v, old))
-        _apply_if_finite(optimizer, grads, variables, finite)
-        return loss, metrics, finite
+        if scaler is None:
+            _apply_if_finite(optimizer, grads, variables, finite)
+            return loss, metrics, tf.where(finite, STEP_APPLIED, STEP_NONFINITE)
+        scale = tf.identity(scaler.dynamic_scale.value)  # before the step
+        overflow = tf.logical_and(tf.logical_and(loss_ok, tf.logical_not(grads_ok)), scale > LOSS_SCALE_FLOOR)
+        if replicas > 1:
+            # The scaler takes its finite/overflow verdict from the first replica's gradients: make
+            # them non-finite on every replica when any replica overflowed.
+            poison = tf.where(grads_ok, 1.0, float("nan"))
+            grads = [g if g is None else g * tf.cast(poison, g.dtype) for g in grads]
+        # A finite loss goes to the scaler: finite gradients are unscaled and applied, overflowing
+        # ones halve the scale. A non-finite loss changes nothing.
+        _apply_if_finite(scaler, grads, variables, loss_ok)
+        status = tf.where(finite, STEP_APPLIED, tf.where(overflow, STEP_OVERFLOW, STEP_NONFINITE))
+        return loss, metrics, status
 
     def step(batch):
-        loss, metrics, finite = strategy.run(replica_step, args=(batch,))
+        loss, metrics, status = strategy.run(replica_step, args=(batch,))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
         metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                    for k, v in metrics.items()}
-        finite = strategy.experimental_local_results(finite)[0]
-        return loss, metrics, finite
+        if scaler is not None:
+            metrics["loss_scale"] = tf.identity(scaler.dynamic_scale.value)
+        status = strategy.experimental_local_results(status)[0]
+        return loss, metrics, status
 
     if jit_compile and replicas > 1:
         raise ValueError("XLA cannot compile a whole step over mirrored variables (see strategy.xla_plan)")

@@ -200,7 +200,7 @@ class JointTask(Task):
     def round_end(self, run: StageRun, r: int) -> None:
         """Continue from the most recently saved best state (release behaviour, 9.3.6)."""
         state, n_per = run.state, self.conf.n_iter_per_round
-        keep = {k: int(getattr(state, k).numpy()) for k in ("skipped", "nonfinite")}
+        keep = {k: int(getattr(state, k).numpy()) for k in ("skipped", "nonfinite", "overflow")}
         last_val = float(state.last_val.numpy())
         strat.barrier(self.env.strategy)  # multi-worker: the chief's best state is complete on disk
         restored = self.best_state.restore_latest()
@@ -221,7 +221,7 @@ class JointTask(Task):
         state = run.state
         best = wdir.read_best(self.env.out_dir) if self.env.is_chief else None
         return {"step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
-                "nonfinite": int(state.nonfinite.numpy()),
+                "nonfinite": int(state.nonfinite.numpy()), "loss_scale_overflows": int(state.overflow.numpy()),
                 "best_val_dice": float(best["val_dice"]) if best else float(state.best.numpy()),
                 "best_step": int(best["step"]) if best else None,
                 "last_val_dice": float(state.last_val.numpy()), "rounds": self.round_info}

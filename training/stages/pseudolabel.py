@@ -81,7 +81,7 @@ def run_pseudolabel(conf: SelfTrainConfig) -> dict[str, Any]:
     if not conf.init_from:
         raise InputError("--init_from is required for --stage pseudolabel (a baseline workdir)")
     env = prepare(conf, SHAPE_KEYS, (conf.no_of_tr_imgs, conf.comb_tr_imgs))
-    unet = wdir.load_unet(conf.init_from, num_classes=env.cfg.num_classes)
+    unet = wdir.load_unet(conf.init_from, num_classes=env.cfg.num_classes, precision=conf.precision)
     from data import store
 
     volumes = store.load_volumes(conf.data_dir, env.split.unlabeled)
