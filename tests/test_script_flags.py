@@ -19,7 +19,7 @@ STAGES = list(STAGE_FUNCTIONS)
 
 # Defaults as README.md documents them ("Flags").
 COMMON = dict(dataset="acdc", init_from=None, max_steps=0, seed=0, jit_compile="auto", num_replicas=1,
-              val_every=50, ckpt_every=100, log_every=10, ver=0)
+              precision="fp32", val_every=50, ckpt_every=100, log_every=10, ver=0)
 DEFAULTS = {
     "train_selftrain.py": dict(
         COMMON, n_iter=5001, no_of_tr_imgs="tr2", comb_tr_imgs="c1", lr_seg=1e-3, dsc_loss=2, data_aug=1,
@@ -114,7 +114,7 @@ def test_evaluate_flags_reach_evaluate_model(monkeypatch, tmp_path):
     values = dict(workdir=tmp_path / "wd", model=tmp_path / "m.weights.h5", data_dir=tmp_path / "d",
                   dataset="synthetic", split="val", no_of_tr_imgs="tr2", comb_tr_imgs="c2", ids=["028", "027"],
                   out_dir=tmp_path / "out", export_dir=tmp_path / "exp", num_plot_volumes=1, write_predictions=False,
-                  allow_missing=True)
+                  allow_missing=True, precision="mixed_bfloat16")
     assert set(values) == set(script_flags("evaluate.py"))  # every flag covered
     assert run_script("evaluate.py", argv_for(values), quiet=True).code == 0
     (args, kwargs), = calls
@@ -187,15 +187,15 @@ def _predict(monkeypatch, argv):
 def test_predict_flags_reach_predict_paths(monkeypatch, tmp_path):
     calls = _spy(monkeypatch, *PREDICT_PATHS, result=[])
     values = dict(model=tmp_path / "m", input=tmp_path / "in", output=tmp_path / "out", dataset="acdc",
-                  data_dir=tmp_path / "d", n4="false", channel=1)
+                  data_dir=tmp_path / "d", n4="false", channel=1, precision="mixed_bfloat16")
     assert set(values) == set(script_flags("predict.py"))  # every flag covered
     assert run_script("predict.py", argv_for(values), quiet=True).code == 0
     (args, kwargs), = calls
     got = dict(zip(("model_path", "input_path", "output_path"), args), **kwargs)
     assert (str(got["model_path"]), str(got["input_path"]), str(got["output_path"])) == (
         str(tmp_path / "m"), str(tmp_path / "in"), str(tmp_path / "out"))
-    assert (got["dataset"], str(got["data_dir"]), got["n4"], got["channel"]) == ("acdc", str(tmp_path / "d"),
-                                                                                 "false", 1)
+    assert (got["dataset"], str(got["data_dir"]), got["n4"], got["channel"], got["precision"]) == (
+        "acdc", str(tmp_path / "d"), "false", 1, "mixed_bfloat16")
 
 
 def test_predict_hands_the_segmentation_its_settings(monkeypatch, predict_setup):
