@@ -8,19 +8,25 @@ from pathlib import Path
 import pytest
 
 from tests._scripts import STAGE_FUNCTIONS, argv_for, stage_config
+from tests._shared import computed_once
 
 NUM_PATIENTS = 40  # the synthetic split lists reference ids 001..040
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """Preprocessed synthetic dataset (40 patients, 64x64 slices)."""
-    from data.preprocess import preprocess_dataset
-    from data.synthetic import generate
+    """Preprocessed synthetic dataset (40 patients, 64x64 slices), made once per test run (also
+    under xdist: tests/_shared.py); read-only for the tests."""
 
-    root = tmp_path_factory.mktemp("train_data")
-    generate(root / "raw", NUM_PATIENTS, seed=0)
-    preprocess_dataset("synthetic", root / "raw", root / "pre")
+    def make(root: Path) -> dict:
+        from data.preprocess import preprocess_dataset
+        from data.synthetic import generate
+
+        generate(root / "raw", NUM_PATIENTS, seed=0)
+        preprocess_dataset("synthetic", root / "raw", root / "pre")
+        return {}
+
+    root, _ = computed_once(tmp_path_factory, "train_data", make)
     return root / "pre"
 
 

@@ -19,7 +19,7 @@ STAGES = list(STAGE_FUNCTIONS)
 
 # Defaults as README.md documents them ("Flags").
 COMMON = dict(dataset="acdc", init_from=None, max_steps=0, seed=0, jit_compile="auto", num_replicas=1,
-              val_every=50, ckpt_every=100, log_every=10, ver=0, precision="fp32")
+              precision="fp32", val_every=50, ckpt_every=100, log_every=10, ver=0)
 DEFAULTS = {
     "train_selftrain.py": dict(
         COMMON, n_iter=5001, no_of_tr_imgs="tr2", comb_tr_imgs="c1", lr_seg=1e-3, dsc_loss=2, data_aug=1,
@@ -194,9 +194,8 @@ def test_predict_flags_reach_predict_paths(monkeypatch, tmp_path):
     got = dict(zip(("model_path", "input_path", "output_path"), args), **kwargs)
     assert (str(got["model_path"]), str(got["input_path"]), str(got["output_path"])) == (
         str(tmp_path / "m"), str(tmp_path / "in"), str(tmp_path / "out"))
-    assert (got["dataset"], str(got["data_dir"]), got["n4"], got["channel"]) == ("acdc", str(tmp_path / "d"),
-                                                                                 "false", 1)
-    assert got["precision"] == "mixed_bfloat16"
+    assert (got["dataset"], str(got["data_dir"]), got["n4"], got["channel"], got["precision"]) == (
+        "acdc", str(tmp_path / "d"), "false", 1, "mixed_bfloat16")
 
 
 def test_predict_hands_the_segmentation_its_settings(monkeypatch, predict_setup):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests._scripts import ROOT, run_script
+from tests._shared import computed_once
 from tests._training_data import tiny_data  # noqa: F401  (session fixture)
 
 ALL_PREFIXES = ("enc_", "dec_", "seg_")
@@ -58,37 +59,42 @@ def _equal(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 def pretrained(tiny_data, tmp_path_factory):  # noqa: F811
     """``python train_pretrain.py --stage global --num_replicas 2`` (a subprocess: the logical
     devices must be configured before TensorFlow starts), then ``--stage local`` from it (l = 2)
-    in this process; checkpoints every step."""
-    import keras
+    in this process; checkpoints every step. Computed once per test run (tests/_shared.py)."""
 
-    keras.utils.set_random_seed(1)
-    root = tmp_path_factory.mktemp("pretrain")
-    wg, wl = root / "gcl", root / "lcl"
-    cmd = [sys.executable, "train_pretrain.py", "--stage=global", "--dataset=synthetic", f"--data_dir={tiny_data}",
-           f"--workdir={wg}", "--jit_compile=false", "--num_replicas=2", "--n_iter=2", "--bt_size=4",
-           "--temp_fac=0.5", "--ckpt_every=1", "--log_every=1"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
-                          text=True, timeout=900)
-    loc = _stage("train_pretrain.py", "local", tiny_data, wl, f"--init_from={wg}", "--no_of_decoder_blocks=2",
-                 "--n_iter=3", "--max_steps=2", "--ckpt_every=1", "--log_every=1")
-    return proc, loc.code, wg, wl
+    def compute(root: Path) -> dict:
+        import keras
+
+        keras.utils.set_random_seed(1)
+        wg, wl = root / "gcl", root / "lcl"
+        cmd = [sys.executable, "train_pretrain.py", "--stage=global", "--dataset=synthetic",
+               f"--data_dir={tiny_data}", f"--workdir={wg}", "--jit_compile=false", "--num_replicas=2", "--n_iter=2",
+               "--bt_size=4", "--temp_fac=0.5", "--ckpt_every=1", "--log_every=1"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+                              text=True, timeout=900)
+        loc = _stage("train_pretrain.py", "local", tiny_data, wl, f"--init_from={wg}", "--no_of_decoder_blocks=2",
+                     "--n_iter=3", "--max_steps=2", "--ckpt_every=1", "--log_every=1")
+        return {"global_code": proc.returncode, "global_stdout": proc.stdout[-3000:],
+                "global_stderr": proc.stderr[-3000:], "local_code": loc.code}
+
+    root, result = computed_once(tmp_path_factory, "pretrain", compute)
+    return result, root / "gcl", root / "lcl"
 
 
 def test_global_stage_on_two_replicas(pretrained):
     """``--num_replicas 2`` through the real distribution path of a stage script: two logical CPU
     devices, each replica with its own complete G^D batch (whole partition groups)."""
-    proc, _, wg, _ = pretrained
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    result, wg, _ = pretrained
+    assert result["global_code"] == 0, result["global_stderr"]
     summary = _json(wg / "summary.json")
     assert (summary["replicas"], summary["step"], summary["nonfinite"]) == (2, 2, 0)
     assert np.isfinite(summary["final_loss"])
     assert _json(wg / "config.json")["num_replicas"] == 2
-    assert "replicas=2" in proc.stdout.strip().splitlines()[-1]
+    assert "replicas=2" in result["global_stdout"].strip().splitlines()[-1]
 
 
 def test_pretrain_script_global_then_local(pretrained):
-    proc, l_code, wg, wl = pretrained
-    assert (proc.returncode, l_code) == (0, 0)
+    result, wg, wl = pretrained
+    assert (result["global_code"], result["local_code"]) == (0, 0)
     conf = _json(wg / "config.json")
     assert (conf["stage"], conf["bt_size"], conf["temp_fac"], conf["n_iter"]) == ("global", 4, 0.5, 2)
     assert _json(wg / "summary.json")["step"] == 2
@@ -113,14 +119,20 @@ def test_pretrain_script_global_then_local(pretrained):
 
 @pytest.fixture(scope="module")
 def learned(tiny_data, tmp_path_factory):  # noqa: F811
-    """A supervised baseline of a few dozen steps (8 labeled volumes, deterministic seeds)."""
-    import keras
+    """A supervised baseline of a few dozen steps (8 labeled volumes, deterministic seeds);
+    computed once per test run (tests/_shared.py)."""
 
-    keras.utils.set_random_seed(0)  # the UNet's initial weights
-    wd = tmp_path_factory.mktemp("learn") / "baseline"
-    run = _stage("train_selftrain.py", "baseline", tiny_data, wd, "--no_of_tr_imgs=tr8", "--batch_size=10",
-                 "--data_aug=0", "--n_iter=40", "--val_every=1000", "--ckpt_every=1000", "--seed=0")
-    return run.code, wd
+    def compute(root: Path) -> dict:
+        import keras
+
+        keras.utils.set_random_seed(0)  # the UNet's initial weights
+        run = _stage("train_selftrain.py", "baseline", tiny_data, root / "baseline", "--no_of_tr_imgs=tr8",
+                     "--batch_size=10", "--data_aug=0", "--n_iter=40", "--val_every=1000", "--ckpt_every=1000",
+                     "--seed=0")
+        return {"code": run.code}
+
+    root, result = computed_once(tmp_path_factory, "learn", compute)
+    return result["code"], root / "baseline"
 
 
 # Validation Dice (mean foreground Dice at native resolution, 4 volumes) after 40 steps: measured
@@ -150,7 +162,7 @@ def test_a_few_dozen_steps_learn(learned):
 def test_fine_tuning_copies_what_each_kind_of_source_holds(kind, prefixes, pretrained, learned, tiny_data,  # noqa: F811
                                                            tmp_path):
     """``--n_iter 0``: the stage only initializes, so final/ holds exactly the initial weights."""
-    _, _, wg, wl = pretrained
+    _, wg, wl = pretrained
     source = {"global": wg, "local": wl, "baseline": learned[1], "checkpoint": wl / "ckpt" / "ckpt-1"}[kind]
     wf = tmp_path / "ft"
     run = _stage("train_selftrain.py", "baseline", tiny_data, wf, f"--init_from={source}", "--n_iter=0",
