@@ -38,6 +38,7 @@ flags.DEFINE_string("export_dir", None, "Also export a SavedModel to <export_dir
 flags.DEFINE_integer("num_plot_volumes", 3, "Volumes that get an image/GT/prediction overlay figure.")
 flags.DEFINE_boolean("write_predictions", True, "Write NIfTI predictions at native resolution.")
 define_precision_flag()
+flags.declare_key_flag("precision")  # listed with this script's flags in --help
 flags.DEFINE_boolean("allow_missing", False, "Evaluate the volumes of the split that the data dir holds when some "
                      "are absent (e.g. patient 090 of a public ACDC copy); the absent ids go to summary.json.")
 

@@ -38,6 +38,7 @@ flags.DEFINE_integer("channel", None, "Channel of a 4-D input to segment (e.g. 0
                      "default: the channel a custom-dataset model was trained on.")
 
 define_precision_flag()
+flags.declare_key_flag("precision")  # listed with this script's flags in --help
 
 
 def main(argv: list[str]) -> None:
@@ -50,7 +51,8 @@ def main(argv: list[str]) -> None:
     from evaluation.segment import predict_paths
 
     predict_paths(FLAGS.model, FLAGS.input, FLAGS.output, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-                  channel=FLAGS.channel, n4=FLAGS.n4, precision=FLAGS.precision, log=lambda line: print(line, flush=True))
+                  channel=FLAGS.channel, n4=FLAGS.n4, precision=FLAGS.precision,
+                  log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Layout (TF Serving convention): ``<export_dir>/<version>/`` with ``saved_model.p
 and ``assets.extra/plc_metadata.json`` (dataset, classes, structure names, training resolution),
 where ``<version>`` is the next free positive integer (1 for a new directory).
 
-Signature ``serving_default`` (float32 in and out at every ``--precision``; the precision the
-network computes in is recorded as ``precision`` in the metadata): input ``images`` float32 ``(N, H, W, 1)`` — slices preprocessed as in
+Signature ``serving_default`` (float32 in and out at every ``--precision``; the metadata records the
+``precision`` the network computes in): input ``images`` float32 ``(N, H, W, 1)`` — slices preprocessed as in
 training (min-max normalized with the volume's 1st/99th percentiles, resampled to the dataset's
 in-plane resolution; H and W multiples of 32) — outputs ``probabilities`` float32 ``(N, H, W, C)``
 (softmax) and ``labels`` int32 ``(N, H, W)`` (argmax). Batch normalization runs in inference mode.
@@ -193,6 +193,7 @@ def define_flags(flag_values: Any = None) -> None:
     flags.DEFINE_string("dataset", None, "Dataset config (default: from the workdir's config.json).",
                         flag_values=fv)
     define_precision_flag(fv)
+    flags.declare_key_flag("precision", flag_values=fv)
 
 
 def export_model(model_path: str | None, export_dir: str | None, dataset: str | None = None,

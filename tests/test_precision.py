@@ -112,7 +112,8 @@ def test_mixed_policies_agree_with_fp32_on_logits_and_losses():
     def measure(unet, h):
         logits = unet(x, training=False).numpy()  # (2, S, S, C)
         seg, _ = steps.seg_compute(unet, SEG)((x, y), 1)
-        _, mets = steps.joint_compute(steps.joint_model(unet), h, SEG, pseudo_label_local_contrastive_loss, 0.1)(unit, 1)
+        joint = steps.joint_compute(steps.joint_model(unet), h, SEG, pseudo_label_local_contrastive_loss, 0.1)
+        _, mets = joint(unit, 1)
         return logits, float(seg), float(mets["local_loss"])
 
     weights = ref_unet.get_weights(), ref_h.get_weights()  # before the training-mode BN updates
