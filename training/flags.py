@@ -8,7 +8,6 @@ resulting :class:`training.config.StageConfig`.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import Any, Callable
 
@@ -161,11 +160,6 @@ def default_config(stage: str, **overrides: Any) -> StageConfig:
         raise TypeError(f"{script} has no flags {unknown}")
     values.update(overrides)
     return config_from(CONFIG_CLASS[script], values)
-
-
-def field_names(script: str) -> tuple[str, ...]:
-    """Names of the config fields of ``script``."""
-    return tuple(f.name for f in dataclasses.fields(CONFIG_CLASS[script]))
 
 
 def stage_function(stage: str) -> Callable[[StageConfig], dict[str, Any]]:

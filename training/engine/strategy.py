@@ -138,11 +138,6 @@ def xla_plan(jit_compile: str | bool, num_replicas: int) -> XlaPlan:
                    losses_with_variables=num_replicas == 1)
 
 
-def num_replicas_in_sync(strategy: tf.distribute.Strategy) -> int:
-    """Number of replicas that each run one complete original batch per step."""
-    return int(strategy.num_replicas_in_sync)
-
-
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """True on the worker that writes summaries, best checkpoints and exports (worker 0)."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
