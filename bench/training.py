@@ -16,7 +16,16 @@ warm-up that traces the step):
   step times at 192x192 and a convolution micro-benchmark per dtype (:mod:`bench.precision`),
   beside the CPU model and its bf16 / AMX flags (:mod:`bench.cpu_info`).
 
-Usage: ``python -m bench.training [--quick] [--steps N] [--sections precision] [--fp16_on_cpu]``;
+Every run also measures the fp32 matmul peak of the default device (``"matmul"``,
+:mod:`bench.matmul`; the yardstick of the machine kind) and, when the 64x64 steps ran, projects the
+wall time of ``make demo`` (``"demo_projection"``, :mod:`bench.demo_projection`). With
+``--peer_python`` the PyTorch peer (``shared/bench/peer_torch.py``, run with that interpreter before
+the TensorFlow sections, in the same environment) is timed too: its records under ``"peer"``, our
+images/s over its images/s under ``"ours_vs_peer"`` (:mod:`bench.peer`), a failure of it under
+``"peer_error"``.
+
+Usage: ``python -m bench.training [--quick] [--steps N] [--sections steps,input,...] [--fp16_on_cpu]
+[--peer_python PATH [--peer_script PATH] [--peer_timeout_s S]] [--demo_overhead_s S]``;
 ``--quick`` = demo size only, few steps.
 """
 from __future__ import annotations
@@ -34,8 +43,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from bench import peer as bench_peer
 from bench import precision as bench_prec
 from bench.cpu_info import cpu_info
+from bench.demo_projection import DEMO_OVERHEAD_S, project_demo_seconds
+from bench.matmul import matmul_peak_gflops
 from bench.timing import median_time
 from data import pipeline
 from data.plc_selection import sample_anchors
@@ -47,6 +59,7 @@ from training.engine import steps
 from data import joint_sampler as joint_data
 from models.precision import PRECISIONS, check_precision
 from training.engine.strategy import resolve_jit
+from training.pipeline import PRESETS
 
 C = 4
 SECTIONS = ("steps", "input", "pseudo_labels", "precision")
@@ -177,7 +190,20 @@ def main() -> None:
                         help="timed steps per precision (default: --steps)")
     parser.add_argument("--fp16_on_cpu", action="store_true",
                         help="time mixed_float16 training steps on a CPU too (very slow, see bench.precision)")
+    parser.add_argument("--peer_python", default=None,
+                        help="Python of a venv with torch: run the PyTorch peer with it first and compare")
+    parser.add_argument("--peer_script", default=str(bench_peer.DEFAULT_PEER_SCRIPT),
+                        help="the peer script (default: shared/bench/peer_torch.py beside the repository)")
+    parser.add_argument("--peer_timeout_s", type=float, default=1800.0, help="time limit of the peer run")
+    parser.add_argument("--demo_overhead_s", type=float, default=DEMO_OVERHEAD_S,
+                        help="non-step seconds of `make demo` added to the demo projection "
+                             "(default: non-step time on an Intel Xeon, to be re-measured; see bench.demo_projection)")
     args = parser.parse_args()
+    if args.peer_python is not None:
+        if not os.path.isfile(args.peer_python):
+            parser.error(f"--peer_python: {args.peer_python} does not exist")
+        if not os.path.isfile(args.peer_script):
+            parser.error(f"--peer_script: {args.peer_script} does not exist")
     sections = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
@@ -190,11 +216,23 @@ def main() -> None:
         "device": _gpu_name(gpus[0]) if gpus else f"CPU ({os.cpu_count()} cores)", "cpu": cpu_info(),
         "platform": platform.platform(), "tensorflow": tf.__version__, "jit_compile": jit,
         "targets": {"joint_over_seg_only": "<= 1.10", "pipeline_over_consumption": ">= 3"}}
+    if args.peer_python is not None:  # first: the peer and TensorFlow never compete for the CPU
+        result["peer"], error = bench_peer.run_peer(args.peer_python, args.peer_script, args.peer_timeout_s)
+        if error:
+            result["peer_error"] = error
+    result["matmul"] = matmul_peak_gflops()
     for size in sizes if {"steps", "input"} & set(sections) else []:
         r = bench_steps(size, n if size > 64 else max(n, 2 * n), jit)
         if "input" in sections:
             r.update(bench_input(size, max(n, 5), r["baseline_step_s"], r["joint_step_s"]))
         result[f"{size}x{size}"] = r
+    if "64x64" in result:
+        result["demo_projection"] = {
+            "preset": "demo", "step_times": "64x64",
+            **project_demo_seconds(result["64x64"], PRESETS["demo"], args.demo_overhead_s)}
+    if args.peer_python is not None:
+        result["ours_vs_peer"] = bench_peer.ours_vs_peer(result, result["peer"])
+        result["ours_vs_peer_basis"] = {k: bench_peer.RATIO_BASIS[k] for k in result["ours_vs_peer"]}
     if "pseudo_labels" in sections:
         result.update(bench_pseudo_labels(64, 2 if args.quick else 6))
     if "precision" in sections:
