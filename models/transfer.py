@@ -28,8 +28,12 @@ def _matches(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
     return any(name.startswith(p) for p in include) and not any(name.startswith(p) for p in exclude)
 
 
+def _weights(layer: keras.layers.Layer, include_non_trainable: bool) -> list:
+    return list(layer.weights) if include_non_trainable else list(layer.trainable_weights)
+
+
 def transfer_weights(src: keras.Model, dst: keras.Model, include_prefixes: Sequence[str],
-                     exclude_prefixes: Sequence[str] = ()) -> list[str]:
+                     exclude_prefixes: Sequence[str] = (), include_non_trainable: bool = False) -> list[str]:
     """Copy the trainable weights of name-matched layers from ``src`` to ``dst``.
 
     Args:
@@ -37,6 +41,8 @@ def transfer_weights(src: keras.Model, dst: keras.Model, include_prefixes: Seque
         dst: destination model.
         include_prefixes: layer-name prefixes to copy, e.g. ``("enc_",)`` or ``("enc_", "dec_")``.
         exclude_prefixes: prefixes never copied, e.g. ``("reg_", "seg_")``.
+        include_non_trainable: copy the non-trainable weights too (BN moving mean and variance);
+            the originals never do (a documented deviation where used).
 
     Returns:
         Names of the destination layers whose weights were copied, in model order.
@@ -56,8 +62,8 @@ def transfer_weights(src: keras.Model, dst: keras.Model, include_prefixes: Seque
         other = src_layers.get(layer.name)
         if other is None:
             continue
-        dst_w = {v.name: v for v in layer.trainable_weights}
-        src_w = {v.name: v for v in other.trainable_weights}
+        dst_w = {v.name: v for v in _weights(layer, include_non_trainable)}
+        src_w = {v.name: v for v in _weights(other, include_non_trainable)}
         if set(dst_w) != set(src_w):
             raise InputError(f"layer {layer.name}: source weights {sorted(src_w)} do not match "
                              f"destination weights {sorted(dst_w)}")

@@ -97,6 +97,25 @@ def _json_float(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
+def _dice_vs_label(reference: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                   num_classes: int) -> dict[str, float | None]:
+    """Mean foreground Dice of the pseudo-labels against labels the pool happens to have.
+
+    A diagnostic only (the pool of a semi-supervised split is unlabeled by definition; for the
+    public datasets its labels exist): ``final`` scores what is written, ``argmax`` the network's
+    prediction before the CRF, both on the preprocessed grid.
+    """
+    from evaluation.metrics import dice_per_class
+
+    ref = np.asarray(reference).astype(np.int64)  # (D, H, W)
+    out = {}
+    for name, pred in (("final", labels), ("argmax", np.argmax(probs, axis=-1))):
+        with np.errstate(all="ignore"):
+            d = np.nanmean(dice_per_class(ref, np.asarray(pred).astype(np.int64), num_classes)[1:])
+        out[name] = _json_float(float(d))
+    return out
+
+
 def generate_pseudo_labels(
     predict_fn: PredictFn,
     volumes: Sequence[Any],
@@ -134,7 +153,11 @@ def generate_pseudo_labels(
     Returns:
         The manifest dict (also written to ``out_dir/manifest.json``): ``kept`` and ``rejected``
         id lists, per-volume ``agreement``/``per_class_f1``/``augmentations``/timings/label
-        counts, the CRF switch and parameters, the filter settings and overall timings.
+        counts, the CRF switch and parameters, the filter settings and overall timings. Volumes
+        that carry a ``label`` (public datasets label their "unlabeled" pool too) also get
+        ``dice_vs_label`` (mean foreground Dice of the written labels, ``final``, and of the argmax
+        before the CRF, ``argmax``), averaged in ``mean_dice_vs_label`` (None without labels): a
+        diagnostic, never used by training.
     """
     from tqdm import tqdm
 
@@ -195,6 +218,9 @@ def generate_pseudo_labels(
                     record["changed_by_crf"] = int(np.count_nonzero(labels != np.argmax(probs, axis=-1)))
                 else:
                     labels = np.argmax(probs, axis=-1).astype(np.int16)  # (D, H, W)
+                reference = getattr(volume, "label", None)
+                if reference is not None:
+                    record["dice_vs_label"] = _dice_vs_label(reference, labels, probs, num_classes)
                 t3 = time.perf_counter()
                 _write_label(path, labels, _reference_affine(volume, cfg, data_dir))
                 record["timings"]["write_s"] = time.perf_counter() - t3
@@ -209,6 +235,14 @@ def generate_pseudo_labels(
             executor.shutdown()
 
     elapsed = time.perf_counter() - start
+    scored = [r["dice_vs_label"] for r in records.values() if "dice_vs_label" in r]
+    manifest_dice = None
+    if scored:
+        manifest_dice = {}
+        for key in scored[0]:
+            values = [d[key] for d in scored if d[key] is not None]
+            manifest_dice[key] = float(np.mean(values)) if values else None
+        manifest_dice["volumes"] = len(scored)
     manifest = {
         "format": 1,
         "num_classes": num_classes,
@@ -220,6 +254,7 @@ def generate_pseudo_labels(
         "workers": n_workers,
         "kept": kept,
         "rejected": rejected,
+        "mean_dice_vs_label": manifest_dice,
         "volumes": records,
         "timings": {
             "total_s": elapsed,

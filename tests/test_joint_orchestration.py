@@ -6,7 +6,9 @@
 * ``--replicate_plc_loss_weighting``, ``--ver 1`` and ``--local_loss_exp_no 0`` reach the loss
   (and the sampler);
 * round-0 pseudo-labels made from the ``--init_from`` model when ``--pseudo_label_dir`` is absent;
-* initialization copies exactly the trainable ``enc_``/``dec_`` weights of ``--init_from``.
+* initialization copies exactly the trainable ``enc_``/``dec_`` weights of ``--init_from``
+  (``--plc_warm_start``: every weight, head and BN statistics included);
+* ``--plc_round_floor``: the round's starting model is validated and kept unless a better one comes.
 
 Speed: the compiled training step is replaced by a no-op (its tracing costs tens of seconds on
 CPU; the step itself is covered by tests/test_training_stages.py), the validator by a scripted
@@ -268,6 +270,29 @@ def test_plc_global_best_with_intra_image_pairs(monkeypatch, tiny_data, baseline
         np.testing.assert_array_equal(b["y_con"][:PAIRS], b["y_con"][PAIRS:])
 
 
+def test_round_floor_never_ends_a_round_below_its_start(monkeypatch, tiny_data, baseline, tmp_path):  # noqa: F811
+    _write_gt_pseudo_labels(tiny_data, tmp_path / "pseudo_labels" / "round_1")
+    conf = _joint_conf(tiny_data, tmp_path, baseline, rounds=2, n_iter_per_round=3, val_every=1,
+                       ckpt_every=100, data_aug=0, rd_en=0, plc_round_floor=True)
+    # Validations at steps 0 (round 0 start), 1, 2, 3, 3 (round 1 start: the restored step-2 model),
+    # 4, 5, 6. Without the floor the release's reset (0.6) would let 0.65 at step 5 become W/best.
+    dice = [0.3, 0.5, 0.7, 0.6, 0.7, 0.58, 0.65, 0.63]
+    log = _Hooks(monkeypatch).run(conf, dice)
+    steps_, markers, saved = zip(*log["val"])
+    assert steps_ == (0, 1, 2, 3, 3, 4, 5, 6)
+    # The round-1 start validation sees the restored best of round 0 (step 2) and is saved (step 3).
+    assert markers[1:] == (0, 1, 2, 2, 3, 4, 5)
+    assert saved[1:] == (0, 1, 2, 2, 3, 3, 3)
+    best = json.loads((tmp_path / "best" / "best.json").read_text())
+    assert best == {"step": 3, "val_dice": 0.7}
+    assert _marker(tmp_path / "best" / "model.weights.h5") == 3  # the start model of round 1
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [(e["step"], e["round"], e["val_dice"]) for e in metrics["round_start"]] == [(0, 0, 0.3), (3, 1, 0.7)]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["best_step"], summary["best_val_dice"]) == (3, 0.7)
+    assert [r["start_val_dice"] for r in summary["rounds"]] == [0.3, 0.7]
+
+
 # ----------------------------------------------------------------------------------------------
 # Initialization from --init_from, and the loss flags, read from the state the stage hands to its
 # train-step builder.
@@ -299,6 +324,15 @@ def test_init_copies_exactly_the_enc_dec_weights(default_capture, baseline):
     assert {p for p in base if "moving_" in p} < set(stats)
     for path, value in stats.items():
         np.testing.assert_array_equal(value, 0.0 if path.endswith("mean") else 1.0, err_msg=path)
+
+
+def test_warm_start_copies_every_weight_and_statistic(monkeypatch, tiny_data, baseline, tmp_path):  # noqa: F811
+    got = _Hooks(monkeypatch).capture(_joint_conf(tiny_data, tmp_path, baseline, plc_warm_start=True))
+    base = _load_unet_weights(baseline / "best" / "model.weights.h5")
+    mine = {v.path: v.numpy() for v in got["variables"] + got["state"]}
+    assert len(base) == 28 * (2 + 4) + 1 and set(base) <= set(mine)  # 28 conv blocks (conv 2, BN 4) + logits
+    for path in sorted(base):  # head and moving statistics included
+        np.testing.assert_array_equal(mine[path], base[path], err_msg=path)
 
 
 def _fixed_batch(valid_pairs, identical_pairs=False, seed=0) -> dict[str, tf.Tensor]:

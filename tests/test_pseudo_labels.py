@@ -206,3 +206,37 @@ def test_errors(tmp_path):
         pl.read_manifest(tmp_path / "none")
     with pytest.raises(InputError, match="crf_params"):
         pl.generate_pseudo_labels(threshold_model, vols, FakeConfig(crf_params=(1, 2)), tmp_path, progress=False)
+
+
+def _np_fg_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Independent reference: mean over foreground classes present in gt or pred of 2|A&B|/(|A|+|B|)."""
+    scores = []
+    for c in range(1, num_classes):
+        a, b = gt == c, pred == c
+        if a.sum() + b.sum():
+            scores.append(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+    return float(np.mean(scores))
+
+
+def test_dice_against_labels_of_the_pool_with_and_without_crf(tmp_path):
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 0.15, size=(3, 24, 32)).astype(np.float32)
+    truth = threshold_model(_phantom(3)[..., None]).argmax(-1)  # (D, H, W) the clean phantom's classes
+    truth[0, :4] = 2  # a few pixels no prediction gets right
+    labeled = Volume("a", _phantom(3) + noise, truth.astype(np.int16), {})
+    unlabeled = Volume("b", _phantom(2), None, {})
+    m = pl.generate_pseudo_labels(threshold_model, [labeled, unlabeled], FakeConfig(), tmp_path, crf=True,
+                                  workers=1, progress=False)
+    probs = threshold_model(labeled.image[..., None])  # (D, H, W, C)
+    crf_labels = pl.load_pseudo_labels(tmp_path, ["a"])["a"]
+    rec = m["volumes"]["a"]["dice_vs_label"]
+    assert rec["argmax"] == pytest.approx(_np_fg_dice(truth, probs.argmax(-1), C), abs=1e-12)
+    assert rec["final"] == pytest.approx(_np_fg_dice(truth, crf_labels, C), abs=1e-12)
+    assert rec["final"] != rec["argmax"]  # the CRF changed labels, and the score sees it
+    assert "dice_vs_label" not in m["volumes"]["b"]  # no labels: nothing scored
+    assert m["mean_dice_vs_label"] == {"final": rec["final"], "argmax": rec["argmax"], "volumes": 1}
+    assert _strict_json(tmp_path / "manifest.json")["mean_dice_vs_label"]["volumes"] == 1
+
+    none = pl.generate_pseudo_labels(threshold_model, [unlabeled], FakeConfig(), tmp_path / "n", crf=False,
+                                     progress=False)
+    assert none["mean_dice_vs_label"] is None

@@ -134,6 +134,8 @@ class SelfTrainConfig(StageConfig):
         local_loss_exp_no: 0 intra-image, 1 inter-image prototypes.
         replicate_plc_loss_weighting: the release's 1/D^(B-k) pair weighting (bug 9.3.1).
         plc_global_best: keep the global best across rounds (release: reset at round ends).
+        plc_warm_start: round 0 starts from the whole baseline (segmentation head, BN statistics).
+        plc_round_floor: a round never ends on a model validating below the one it started from.
         pseudo_label_dir: round-0 pseudo-labels (None: generated from ``init_from``).
     """
 
@@ -157,6 +159,8 @@ class SelfTrainConfig(StageConfig):
     local_loss_exp_no: int
     replicate_plc_loss_weighting: bool
     plc_global_best: bool
+    plc_warm_start: bool
+    plc_round_floor: bool
     pseudo_label_dir: str | None
 
     @property

@@ -79,6 +79,10 @@ SPECS: dict[str, tuple[Any, str]] = {
     "replicate_plc_loss_weighting": ("bool", "reproduce the released per-pair weighting 1/D^(B-k) (bug 9.3.1)"),
     "plc_global_best": ("bool", "keep the global best across rounds (the release resets the running best "
                                 "to the last validation Dice at each round end, 9.3.6)"),
+    "plc_warm_start": ("bool", "round 0 starts from the whole --init_from model: segmentation head and BN "
+                               "moving statistics too (the release: encoder/decoder trainable weights only)"),
+    "plc_round_floor": ("bool", "validate the model each round starts from and never keep a model whose "
+                                "validation Dice is below it (the release keeps the round's best even then)"),
     "pseudo_label_dir": ("str", "round-0 pseudo-labels (from --stage pseudolabel); default: generate them "
                                 "from --init_from"),
 }
@@ -103,7 +107,7 @@ SCRIPT_DEFAULTS: dict[str, dict[str, Any]] = {
         "test_aug_overlap": 0, "test_f1_threshold": 0.9, "crf_workers": 0, "rounds": 3,
         "n_iter_per_round": 5000, "lamda_local": 0.1, "temp_fac": 0.1, "no_of_pos_eles": 3,
         "no_of_neg_eles": 3, "bt_size": 10, "local_loss_exp_no": 1, "replicate_plc_loss_weighting": False,
-        "plc_global_best": False, "pseudo_label_dir": None, "bbox_dim": 150,
+        "plc_global_best": False, "plc_warm_start": False, "plc_round_floor": False, "pseudo_label_dir": None, "bbox_dim": 150,
     },
 }
 STAGES = {"pretrain": ("global", "local"), "selftrain": ("baseline", "pseudolabel", "joint")}

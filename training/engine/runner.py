@@ -64,6 +64,7 @@ class StageRun:
     optimizer: keras.optimizers.Optimizer
     checkpointer: ck.Checkpointer
     metrics: wdir.MetricsLog
+    validator: Validator | None = None
     result: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -193,10 +194,11 @@ def _run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
     else:
         task.initialize()
     metrics = wdir.MetricsLog(env.out_dir, int(state.step.numpy()))
-    run = StageRun(env=env, state=state, optimizer=optimizer, checkpointer=checkpointer, metrics=metrics)
+    validator = Validator(conf.data_dir, env.split.val, env.cfg, task.unet) if task.validates else None
+    run = StageRun(env=env, state=state, optimizer=optimizer, checkpointer=checkpointer, metrics=metrics,
+                   validator=validator)
     step_fn = steps.make_train_step(strategy, task.compute_fn(), variables, optimizer, jit_compile=env.xla.whole_step,
                                     state_variables=task.state_variables())
-    validator = Validator(conf.data_dir, env.split.val, env.cfg, task.unet) if task.validates else None
     writers = env.writers()
     for seg in task.segments(run):
         if int(state.step.numpy()) >= seg.end_step:

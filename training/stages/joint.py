@@ -3,7 +3,8 @@ contrastive training, pseudo-labels re-estimated between rounds.
 
 * Initialization (round 0): encoder and decoder from the baseline (``--init_from``; trainable
   weights only, BN statistics fresh, §9.3.9), segmentation head and h head freshly initialized,
-  fresh Adam.
+  fresh Adam. ``--plc_warm_start`` (a deviation) copies the whole baseline instead: segmentation
+  head and BN moving statistics too, so round 0 starts from the baseline's predictions.
 * Each iteration: one 40-image forward (``training.engine.steps.joint_compute``) on a unit from
   ``data.joint_sampler``; skipped units count as iterations.
 * Validation every ``val_every`` iterations of the round; a better Dice writes ``W/best`` and the
@@ -13,6 +14,10 @@ contrastive training, pseudo-labels re-estimated between rounds.
   (release behaviour, 9.3.6; ``--plc_global_best`` keeps the global best instead), and the
   pseudo-labels of the next round are predicted by that model with the same code as
   ``--stage pseudolabel`` (``W/pseudo_labels/round_<r>``).
+* ``--plc_round_floor`` (a deviation): at the start of every round the model is validated, that
+  Dice becomes the round's running best and the model is saved as its best state, so the round
+  end (and, after the last round, ``W/best``) never holds a model validating below the one the
+  round started from. The release keeps the round's best even when it is worse than its start.
 * Round 0 pseudo-labels: ``--pseudo_label_dir`` (output of ``--stage pseudolabel``) or, if not
   given, generated from the ``--init_from`` model into ``W/pseudo_labels/round_0``.
 """
@@ -112,8 +117,13 @@ class JointTask(Task):
 
     def initialize(self) -> None:
         self.baseline = wdir.load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
-        copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_"))
-        loop_lib.log(f"[joint] initialized {len(copied)} encoder/decoder layers from {self.conf.init_from}")
+        if self.conf.plc_warm_start:
+            copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_", "seg_"), include_non_trainable=True)
+            what = "layers (head and BN statistics included, --plc_warm_start)"
+        else:
+            copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_"))
+            what = "encoder/decoder layers"
+        loop_lib.log(f"[joint] initialized {len(copied)} {what} from {self.conf.init_from}")
 
     def compute_fn(self) -> steps.ComputeFn:
         seg_loss = functools.partial(segmentation_loss, dsc_loss=self.conf.dsc_loss,
@@ -186,6 +196,8 @@ class JointTask(Task):
             if r_start >= total:
                 break
             unl_images, unl_labels = self.pseudo_labels(r)
+            if self.conf.plc_round_floor and int(state.step.numpy()) == r_start:
+                self.set_round_floor(run, r, r_start)
             yield Segment(end_step=r_end, dataset_fn=self.round_dataset_fn(unl_images, unl_labels),
                           desc=f"joint r{r}", val_origin=r_start,
                           save_at_end=not (r_end == (r + 1) * n_per and r < rounds - 1))
@@ -196,6 +208,23 @@ class JointTask(Task):
                 if r < rounds - 1:
                     self.round_end(run, r)
                 state.rounds_done.assign(r + 1)
+
+    def set_round_floor(self, run: StageRun, r: int, step: int) -> None:
+        """``--plc_round_floor``: validate the round's starting model and make it the round's best."""
+        state = run.state
+        res = run.validator(step)
+        start = float(res["val_dice"])
+        if self.env.is_chief:
+            run.metrics.add("round_start", step, {"round": r, "val_dice": start})
+            run.metrics.write()
+        self.round_info[-1]["start_val_dice"] = start
+        if not math.isfinite(start):
+            return
+        if self.conf.plc_global_best and start <= float(state.best.numpy()):
+            return  # the global best (saved in an earlier round) already beats the start
+        state.best.assign(start)
+        self.save_best(step, start)
+        loop_lib.log(f"[joint] round {r} starts at val_dice {start:.4f} (its floor, --plc_round_floor)")
 
     def round_end(self, run: StageRun, r: int) -> None:
         """Continue from the most recently saved best state (release behaviour, 9.3.6)."""
