@@ -5,6 +5,7 @@ evaluate.py): the exact commands of every preset and method, the stage order, th
 which finished stages are reused, and the refusals."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from tests._scripts import ROOT, run_script, script_flags
 
 PY = sys.executable
+_REAL_RUN = subprocess.run
 # The presets as documented (README "Reproducing the papers", make demo).
 PRESETS = {
     "paper": dict(baseline_iters=5001, joint_rounds=3, joint_iters_per_round=5000, pretrain_iters=10001,
@@ -55,6 +57,8 @@ class FakeStages:
 
     def __call__(self, cmd, cwd=None, env=None, **kw):
         cmd = list(cmd)
+        if len(cmd) < 2 or not str(cmd[1]).endswith(".py"):  # not a stage (e.g. `uname` at a TF import)
+            return _REAL_RUN(cmd, cwd=cwd, env=env, **kw)
         self.calls.append(cmd)
         self.cwds.append(str(cwd))
         self.envs.append(dict(env or {}))
@@ -82,6 +86,33 @@ class FakeStages:
     def stages(self) -> list[str]:
         return [("evaluate:" + Path(_flags(c[2:])["workdir"]).name) if c[1] == "evaluate.py"
                 else _flags(c[2:])["stage"] for c in self.calls]
+
+
+@pytest.fixture(autouse=True)
+def _fixed_matmul_peak(monkeypatch):
+    """The demo's speed note times a matmul (~1 s): a fixed 60 GFLOP/s here."""
+    from bench import matmul
+
+    monkeypatch.setattr(matmul, "matmul_peak_gflops", lambda **kw: {"gflops": 60.0})
+
+
+def test_demo_estimate_scales_by_the_matmul_peak():
+    from training.pipeline import DEMO_SETUP_S, demo_estimate
+
+    ref = {"seconds": 240.0, "matmul_gflops": 180.0, "machine": "M"}
+    est, note = demo_estimate(180.0, ref)
+    assert est == 240.0 and "slower" not in note and "4.0 min" in note
+    est, note = demo_estimate(60.0, ref)  # 3x slower machine: 12 min + setup > 10 min
+    assert est == pytest.approx(720.0)
+    assert "slower than the demo preset assumes" in note and f"{(720 + DEMO_SETUP_S) / 60:.0f} min" in note
+
+
+def test_demo_preset_prints_the_speed_note(fake, tmp_path, capsys):
+    args = [f"--data_dir={tmp_path / 'data'}", f"--out_dir={tmp_path / 'out'}", "--methods=baseline"]
+    assert run_script("run_pipeline.py", [*args, "--preset=demo"]).code == 0
+    assert "this machine: 60 GFLOP/s fp32 matmul; the demo should take about" in capsys.readouterr().out
+    assert run_script("run_pipeline.py", [*args, "--preset=paper"]).code == 0
+    assert "GFLOP/s" not in capsys.readouterr().out
 
 
 @pytest.fixture
@@ -157,7 +188,7 @@ def test_every_flag_reaches_the_commands(fake, tmp_path, monkeypatch):
                   finetune_iters=6, val_every=2, ckpt_every=9, crf=True)
     argv = ["--dataset=acdc", "--data_dir=data", "--out_dir=out", "--no_of_tr_imgs=tr2", "--comb_tr_imgs=c3",
             "--methods=gcl_lcl,plc,baseline", "--preset=demo", "--seed=5", "--export_dir=exp",
-            "--extra=--jit_compile=true", "--extra=--ver=1"]
+            "--extra=--jit_compile=true", "--extra=--ver=1", "--in_process=false"]
     argv += [f"--{k}={'true' if v is True else v}" for k, v in values.items()]
     assert {a[2:].split("=")[0] for a in argv} == set(script_flags("run_pipeline.py"))  # all flags covered
     run = run_script("run_pipeline.py", argv, quiet=True)
@@ -170,6 +201,51 @@ def test_every_flag_reaches_the_commands(fake, tmp_path, monkeypatch):
         assert f"| {label}" in table
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["gcl_lcl"]["workdir"] == str(tmp_path / "out" / "gcl_lcl_ft")
+
+
+def test_in_process_runs_the_commands_library_calls(fake, tmp_path, monkeypatch):
+    """--in_process: no subprocess; each stage gets the config its command would parse to, and each
+    evaluation the workdir / split / export of its command."""
+    from evaluation import evaluator
+    from training import flags as stage_flags
+    from training.engine import strategy
+
+    confs, evals, devices = [], [], []
+
+    def stage(conf):
+        confs.append(conf)
+        cmd = [PY, "train_pretrain.py" if conf.stage in ("global", "local") else "train_selftrain.py",
+               *(f"--{k}={'true' if v is True else 'false' if v is False else v}"
+                 for k, v in dataclasses.asdict(conf).items() if v is not None)]
+        fake(cmd)  # writes the same config.json / summary.json as a finished stage
+        return {"step": 0}
+
+    def evaluate(model_path, *, workdir, split, export_dir):
+        evals.append((model_path, workdir, split, export_dir))
+        fake([PY, "evaluate.py", f"--workdir={workdir}", f"--split={split}"])
+        return {}
+
+    monkeypatch.setattr(stage_flags, "run_and_report", stage)
+    monkeypatch.setattr(evaluator, "evaluate_model", evaluate)
+    monkeypatch.setattr(strategy, "configure_devices", lambda n=1: devices.append(n))
+    run = _pipeline(tmp_path, "--in_process", f"--export_dir={tmp_path / 'exp'}")
+    assert run.code == 0
+    expected = expected_commands(tmp_path / "out", tmp_path / "data", ["baseline", "plc", "gcl_lcl"],
+                                 PRESETS["demo"], export_dir=tmp_path / "exp")
+    trained = [(s, a) for s, a in expected if s != "evaluate.py"]
+    assert [c.stage for c in confs] == [_flags(a)["stage"] for _, a in trained]
+    for conf, (script, args) in zip(confs, trained):
+        assert conf == stage_flags.parse_config(script.split("_")[1][:-3], args)
+    assert devices == [1] * len(trained)
+    out = tmp_path / "out"
+    assert evals == [(str(out / w), str(out / w), "test", str(tmp_path / "exp") if w == "plc" else None)
+                     for w in ("baseline", "plc", "gcl_lcl_ft")]
+
+
+def test_in_process_is_refused_under_tf_config(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}))
+    assert _pipeline(tmp_path, "--in_process").code == 2
+    assert fake.calls == []
 
 
 def test_stage_order_and_reuse_of_finished_stages(fake, tmp_path):

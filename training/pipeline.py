@@ -49,6 +49,12 @@ PRESETS: dict[str, dict[str, int]] = {
              "pretrain_iters": 150, "finetune_iters": 300, "val_every": 25, "ckpt_every": 100, "crf": 0},
 }
 METHODS = ("baseline", "plc", "gcl_lcl")
+# ``make demo`` as measured (in-process stages, synthetic data made and preprocessed, baseline and PLC,
+# two evaluations, export; setup excluded) on the machine named here, with its fp32 matmul peak
+# (``bench.matmul``); :func:`demo_estimate` scales it to another machine by the peak ratio.
+DEMO_REFERENCE = {"seconds": 0.0, "matmul_gflops": 180.0, "machine": "AMD EPYC (AVX-512, AVX512_BF16), 2 cores"}
+DEMO_BUDGET_S = 600.0  # the demo's promise, setup included (README)
+DEMO_SETUP_S = 110.0  # make setup from a fresh clone on that machine (pip install, measured)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +68,8 @@ class PipelineOptions:
             val_every, ckpt_every, crf: the iteration settings of ``PRESETS``.
         export_dir: export the PLC model as a SavedModel here (None: no export).
         extra: flags passed to every training stage.
+        in_process: run the stages and evaluations in this process (one TensorFlow start instead
+            of one per stage: ~5-10 s saved per stage on 2 CPU cores) instead of as subprocesses.
     """
 
     dataset: str
@@ -81,6 +89,26 @@ class PipelineOptions:
     crf: int
     export_dir: str | None = None
     extra: tuple[str, ...] = ()
+    in_process: bool = False
+
+
+def demo_estimate(matmul_gflops: float, reference: dict[str, Any] | None = None,
+                  budget_s: float = DEMO_BUDGET_S) -> tuple[float, str]:
+    """Estimated ``make demo`` seconds on a machine with this fp32 matmul peak, and a one-line note.
+
+    The measured :data:`DEMO_REFERENCE` scaled by the ratio of matmul peaks (convolutions dominate
+    the demo and follow the dense fp32 throughput; a rough guide, not a promise). The note says
+    whether the estimate plus setup fits ``budget_s``.
+    """
+    ref = reference or DEMO_REFERENCE
+    est = float(ref["seconds"]) * float(ref["matmul_gflops"]) / max(float(matmul_gflops), 1e-9)
+    total = est + DEMO_SETUP_S
+    note = (f"this machine: {matmul_gflops:.0f} GFLOP/s fp32 matmul; the demo should take about {est / 60:.1f} min "
+            f"(measured {float(ref['seconds']) / 60:.1f} min on {ref['machine']}, {ref['matmul_gflops']:.0f} GFLOP/s)")
+    if total > budget_s:
+        note += (f"; this machine is slower than the demo preset assumes: expect about {total / 60:.0f} min "
+                 f"with setup instead of <= {budget_s / 60:.0f}")
+    return est, note
 
 
 def make_options(preset: str, overrides: dict[str, Any], **settings: Any) -> PipelineOptions:
@@ -119,15 +147,41 @@ def _done(workdir: Path, expected_step: int | None, **expected_conf: Any) -> boo
         return False
 
 
-def _run(cmd: Sequence[str], log_prefix: str) -> None:
+def _run(cmd: Sequence[str], log_prefix: str, in_process: bool = False) -> None:
     print(f"\n=== {log_prefix}: {' '.join(cmd)}", flush=True)
     t0 = time.time()
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run(list(cmd), cwd=str(ROOT), env=env)
-    if proc.returncode != 0:
-        raise InputError(f"{log_prefix} failed with exit status {proc.returncode} (command above)")
+    if in_process:
+        _run_in_process(cmd)
+    else:
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        proc = subprocess.run(list(cmd), cwd=str(ROOT), env=env)
+        if proc.returncode != 0:
+            raise InputError(f"{log_prefix} failed with exit status {proc.returncode} (command above)")
     print(f"=== {log_prefix}: done in {time.time() - t0:.0f}s", flush=True)
+
+
+def _run_in_process(cmd: Sequence[str]) -> None:
+    """Run a command of :func:`run_pipeline` (``[python, script, --flag=value, ...]``) in this process,
+    through the library call its script makes."""
+    script, args = Path(cmd[1]).name, list(cmd[2:])
+    if script in ("train_selftrain.py", "train_pretrain.py"):
+        from training import flags as stage_flags
+
+        from training.engine.strategy import configure_devices
+
+        conf = stage_flags.parse_config(script.split("_")[1].split(".")[0], args)
+        configure_devices(conf.num_replicas)
+        stage_flags.run_and_report(conf)
+    elif script == "evaluate.py":
+        from evaluation.evaluator import evaluate_model
+
+        fl = {k: str(v) for k, v in _command_flags(cmd).items()}
+        evaluate_model(fl["workdir"], workdir=fl["workdir"], split=fl.get("split", "test"),
+                       export_dir=fl.get("export_dir"))
+        sys.stdout.flush()
+    else:
+        raise ValueError(f"no in-process runner for {script}")
 
 
 # Flags whose change lets a stage continue in its workdir (more iterations resume it) or that do not
@@ -198,6 +252,9 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
     workdir made with other settings (``_check_settings``), and a finished stage made from an
     earlier run of a stage before it that runs again now (its results would be stale).
     """
+    if opts.in_process and os.environ.get("TF_CONFIG"):
+        raise InputError("--in_process: not with TF_CONFIG (a multi-worker strategy can be made once per "
+                         "process); run the stages as subprocesses")
     py = sys.executable
     out = Path(opts.out_dir)
     common = [f"--dataset={opts.dataset}", f"--data_dir={opts.data_dir}", f"--seed={opts.seed}",
@@ -250,7 +307,7 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     for title, wd, cmd, _ in stages:
         if wd in to_run:
-            _run(cmd, title)
+            _run(cmd, title, opts.in_process)
 
     results: dict[str, Any] = {}
     if os.environ.get("TF_CONFIG"):
@@ -264,7 +321,7 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
         cmd = [py, "evaluate.py", f"--workdir={wd}", "--split=test"]
         if method == "plc" and opts.export_dir:
             cmd.append(f"--export_dir={opts.export_dir}")
-        _run(cmd, f"evaluate {method}")
+        _run(cmd, f"evaluate {method}", opts.in_process)
         results[method] = read_eval_summary(wd / "eval_test")
     table = format_results(results)
     print("\n" + table, flush=True)
