@@ -29,6 +29,8 @@ flags.DEFINE_integer("seed", 0, "seed of every stage")
 flags.DEFINE_bool("crf", None, "dense-CRF refinement of the pseudo-labels (default: the preset's)")
 flags.DEFINE_string("export_dir", None, "export the PLC model as a SavedModel here")
 flags.DEFINE_multi_string("extra", [], "extra flag passed to every training stage, e.g. --extra=--jit_compile=true")
+flags.DEFINE_bool("allow_missing", False, "evaluate the test volumes the data dir holds when some are absent "
+                  "(e.g. patient 090 of the originals' cropped ACDC copy); the absent ids go to summary.json")
 flags.DEFINE_bool("in_process", False, "run every stage in this process (one TensorFlow start; faster on "
                   "CPUs, used by make demo) instead of one subprocess per stage")
 FLAGS = flags.FLAGS
@@ -44,7 +46,7 @@ def options_from_flags(fv: flags.FlagValues = FLAGS) -> pipeline.PipelineOptions
         fv.preset, overrides, dataset=fv.dataset, data_dir=os.path.abspath(fv.data_dir),
         out_dir=os.path.abspath(fv.out_dir), no_of_tr_imgs=fv.no_of_tr_imgs, comb_tr_imgs=fv.comb_tr_imgs,
         methods=fv.methods, seed=fv.seed, export_dir=fv.export_dir and os.path.abspath(fv.export_dir),
-        extra=fv.extra, in_process=fv.in_process)
+        extra=fv.extra, in_process=fv.in_process, allow_missing=fv.allow_missing)
 
 
 def main(argv: list[str]) -> None:

@@ -123,7 +123,8 @@ def fake(monkeypatch):
 
 
 def expected_commands(out: Path, data: Path, methods: list[str], p: dict, *, dataset="synthetic", tr="tr1",
-                      comb="c1", seed=0, extra=(), export_dir=None) -> list[tuple[str, list[str]]]:
+                      comb="c1", seed=0, extra=(), export_dir=None, allow_missing=False
+                      ) -> list[tuple[str, list[str]]]:
     """(script, sorted flags) of every command, in order, as the README describes the chains."""
     common = [f"--dataset={dataset}", f"--data_dir={data}", f"--seed={seed}", f"--val_every={p['val_every']}",
               f"--ckpt_every={p['ckpt_every']}", *extra]
@@ -157,6 +158,8 @@ def expected_commands(out: Path, data: Path, methods: list[str], p: dict, *, dat
         args = [f"--workdir={wd}", "--split=test"]
         if m == "plc" and export_dir:
             args.append(f"--export_dir={export_dir}")
+        if allow_missing:
+            args.append("--allow_missing=true")
         cmds.append(("evaluate.py", args))
     return [(s, sorted(a)) for s, a in cmds]
 
@@ -188,14 +191,16 @@ def test_every_flag_reaches_the_commands(fake, tmp_path, monkeypatch):
                   finetune_iters=6, val_every=2, ckpt_every=9, crf=True)
     argv = ["--dataset=acdc", "--data_dir=data", "--out_dir=out", "--no_of_tr_imgs=tr2", "--comb_tr_imgs=c3",
             "--methods=gcl_lcl,plc,baseline", "--preset=demo", "--seed=5", "--export_dir=exp",
-            "--extra=--jit_compile=true", "--extra=--ver=1", "--in_process=false"]
+            "--extra=--jit_compile=true", "--extra=--ver=1", "--in_process=false",
+            "--allow_missing=true"]
     argv += [f"--{k}={'true' if v is True else v}" for k, v in values.items()]
     assert {a[2:].split("=")[0] for a in argv} == set(script_flags("run_pipeline.py"))  # all flags covered
     run = run_script("run_pipeline.py", argv, quiet=True)
     assert run.code == 0
     assert _got(fake) == expected_commands(
         tmp_path / "out", tmp_path / "data", ["baseline", "plc", "gcl_lcl"], values, dataset="acdc", tr="tr2",
-        comb="c3", seed=5, extra=("--jit_compile=true", "--ver=1"), export_dir=tmp_path / "exp")
+        comb="c3", seed=5, extra=("--jit_compile=true", "--ver=1"), export_dir=tmp_path / "exp",
+        allow_missing=True)
     table = (tmp_path / "out" / "results.md").read_text()
     for label in ("supervised baseline", "PLC", "GCL+LCL"):
         assert f"| {label}" in table
@@ -220,25 +225,25 @@ def test_in_process_runs_the_commands_library_calls(fake, tmp_path, monkeypatch)
         fake(cmd)  # writes the same config.json / summary.json as a finished stage
         return {"step": 0}
 
-    def evaluate(model_path, *, workdir, split, export_dir):
-        evals.append((model_path, workdir, split, export_dir))
+    def evaluate(model_path, *, workdir, split, export_dir, allow_missing):
+        evals.append((model_path, workdir, split, export_dir, allow_missing))
         fake([PY, "evaluate.py", f"--workdir={workdir}", f"--split={split}"])
         return {}
 
     monkeypatch.setattr(stage_flags, "run_and_report", stage)
     monkeypatch.setattr(evaluator, "evaluate_model", evaluate)
     monkeypatch.setattr(strategy, "configure_devices", lambda n=1: devices.append(n))
-    run = _pipeline(tmp_path, "--in_process", f"--export_dir={tmp_path / 'exp'}")
+    run = _pipeline(tmp_path, "--in_process", f"--export_dir={tmp_path / 'exp'}", "--allow_missing")
     assert run.code == 0
     expected = expected_commands(tmp_path / "out", tmp_path / "data", ["baseline", "plc", "gcl_lcl"],
-                                 PRESETS["demo"], export_dir=tmp_path / "exp")
+                                 PRESETS["demo"], export_dir=tmp_path / "exp", allow_missing=True)
     trained = [(s, a) for s, a in expected if s != "evaluate.py"]
     assert [c.stage for c in confs] == [_flags(a)["stage"] for _, a in trained]
     for conf, (script, args) in zip(confs, trained):
         assert conf == stage_flags.parse_config(script.split("_")[1][:-3], args)
     assert devices == [1] * len(trained)
     out = tmp_path / "out"
-    assert evals == [(str(out / w), str(out / w), "test", str(tmp_path / "exp") if w == "plc" else None)
+    assert evals == [(str(out / w), str(out / w), "test", str(tmp_path / "exp") if w == "plc" else None, True)
                      for w in ("baseline", "plc", "gcl_lcl_ft")]
 
 

@@ -68,6 +68,8 @@ class PipelineOptions:
             val_every, ckpt_every, crf: the iteration settings of ``PRESETS``.
         export_dir: export the PLC model as a SavedModel here (None: no export).
         extra: flags passed to every training stage.
+        allow_missing: evaluate the test volumes the data dir holds when some are absent
+            (``evaluate.py --allow_missing``; e.g. patient 090 of the originals' cropped ACDC copy).
         in_process: run the stages and evaluations in this process (one TensorFlow start instead
             of one per stage: ~5-10 s saved per stage on 2 CPU cores) instead of as subprocesses.
     """
@@ -90,6 +92,7 @@ class PipelineOptions:
     export_dir: str | None = None
     extra: tuple[str, ...] = ()
     in_process: bool = False
+    allow_missing: bool = False
 
 
 def demo_estimate(matmul_gflops: float, reference: dict[str, Any] | None = None,
@@ -178,7 +181,7 @@ def _run_in_process(cmd: Sequence[str]) -> None:
 
         fl = {k: str(v) for k, v in _command_flags(cmd).items()}
         evaluate_model(fl["workdir"], workdir=fl["workdir"], split=fl.get("split", "test"),
-                       export_dir=fl.get("export_dir"))
+                       export_dir=fl.get("export_dir"), allow_missing=fl.get("allow_missing") == "True")
         sys.stdout.flush()
     else:
         raise ValueError(f"no in-process runner for {script}")
@@ -321,6 +324,8 @@ def run_pipeline(opts: PipelineOptions) -> dict[str, Any]:
         cmd = [py, "evaluate.py", f"--workdir={wd}", "--split=test"]
         if method == "plc" and opts.export_dir:
             cmd.append(f"--export_dir={opts.export_dir}")
+        if opts.allow_missing:
+            cmd.append("--allow_missing=true")
         _run(cmd, f"evaluate {method}", opts.in_process)
         results[method] = read_eval_summary(wd / "eval_test")
     table = format_results(results)
