@@ -14,7 +14,12 @@ warm-up that traces the step):
   without the dense CRF, on synthetic-size volumes;
 * ``--precision`` fp32 / mixed_bfloat16 / mixed_float16: baseline (20 images) and joint (40 images)
   step times at 192x192 and a convolution micro-benchmark per dtype (:mod:`bench.precision`),
-  beside the CPU model and its bf16 / AMX flags (:mod:`bench.cpu_info`).
+  beside the CPU model and its bf16 / AMX flags (:mod:`bench.cpu_info`);
+* ``breakdown``: where the baseline step spends its time (:mod:`bench.step_breakdown`): forward,
+  + loss, + gradients, + Adam (hand-written step), the project's full step and the full step without
+  the BN-statistics guard, timed interleaved on one batch of 20 images at 192x192 and 64x64, with the
+  backward / optimizer / guard + distribution / BN-guard shares of the full step and the thread
+  settings in effect.
 
 Every run also measures the fp32 matmul peak of the default device (``"matmul"``,
 :mod:`bench.matmul`; the yardstick of the machine kind) and, when the 64x64 steps ran, projects the
@@ -48,6 +53,7 @@ from bench import precision as bench_prec
 from bench.cpu_info import cpu_info
 from bench.demo_projection import DEMO_OVERHEAD_S, project_demo_seconds
 from bench.matmul import matmul_peak_gflops
+from bench.step_breakdown import breakdown
 from bench.timing import median_time
 from data import pipeline
 from data.plc_selection import sample_anchors
@@ -62,7 +68,7 @@ from training.engine.strategy import resolve_jit
 from training.pipeline import PRESETS
 
 C = 4
-SECTIONS = ("steps", "input", "pseudo_labels", "precision")
+SECTIONS = ("steps", "input", "pseudo_labels", "precision", "breakdown")
 
 
 def _volumes(rng: np.random.Generator, size: int, n: int = 4, depth: int = 10):
@@ -238,6 +244,9 @@ def main() -> None:
     if "precision" in sections:
         result["precision"] = _precision_section(args, jit, bool(gpus), 64 if args.quick else 192,
                                                  args.precision_steps or n)
+    if "breakdown" in sections:
+        sizes_n = [(64, max(n, 5))] if args.quick else [(192, n), (64, max(n, 5))]
+        result["breakdown"] = {f"{s}x{s}": breakdown(s, k, jit_compile=jit) for s, k in sizes_n}
     print(json.dumps(result, indent=2))
 
 
