@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
 DEMO_DIR ?= demo_out
 DEMO_TR ?= tr1
 DEMO_METHODS ?= baseline,plc
-# One runs folder per labeled set: the pipeline refuses workdirs made with another one.
-DEMO_RUNS ?= $(DEMO_DIR)/runs$(if $(filter-out tr1,$(DEMO_TR)),_$(DEMO_TR))
+DEMO_SEED ?= 0
+# One runs folder per labeled set and seed: the pipeline refuses workdirs made with other settings.
+DEMO_RUNS ?= $(DEMO_DIR)/runs$(if $(filter-out tr1,$(DEMO_TR)),_$(DEMO_TR))$(if $(filter-out 0,$(DEMO_SEED)),_s$(DEMO_SEED))
 
 .PHONY: setup test demo clean
 
@@ -27,8 +28,8 @@ demo: setup
 	$(PY) -m data.preprocess --dataset synthetic --raw_dir $(DEMO_DIR)/raw --out_dir $(DEMO_DIR)/preprocessed
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) run_pipeline.py --dataset synthetic --preset demo \
 		--data_dir $(DEMO_DIR)/preprocessed --out_dir $(DEMO_RUNS) \
-		--no_of_tr_imgs $(DEMO_TR) --comb_tr_imgs c1 --methods $(DEMO_METHODS) \
-		--export_dir $(DEMO_DIR)/export
+		--no_of_tr_imgs $(DEMO_TR) --comb_tr_imgs c1 --methods $(DEMO_METHODS) --seed $(DEMO_SEED) \
+		--export_dir $(DEMO_DIR)/export --in_process
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

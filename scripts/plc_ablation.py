@@ -100,9 +100,9 @@ def main() -> None:
         rounds = summary.get("rounds") or []
         for r in rounds:
             m = _json(Path(r["pseudo_labels"]) / "manifest.json").get("mean_dice_vs_label") or {}
-            row[f"pool_dice_r{r['round']}"] = m.get("final")
+            row[f"pool_dice_r{int(r['round'])}"] = m.get("final")
             if "start_val_dice" in r:
-                row[f"start_val_r{r['round']}"] = r["start_val_dice"]
+                row[f"start_val_r{int(r['round'])}"] = r["start_val_dice"]
     for crf in (False, True):
         m = _json(pl[crf] / "manifest.json").get("mean_dice_vs_label") or {}
         rows["baseline"][f"pool_dice_r0_{'crf' if crf else 'nocrf'}"] = m.get("final")

@@ -182,6 +182,9 @@ def _write_gt_pseudo_labels(data_dir, out_dir) -> None:
 
 
 def _joint_conf(tiny_data, workdir, baseline, **kw):  # noqa: F811
+    """The joint stage's config; the release's initialization and round end unless ``kw`` says otherwise
+    (the subject of most tests here), whatever the defaults of the two flags."""
+    kw = {"plc_warm_start": False, "plc_round_floor": False, **kw}
     return stage_conf("joint", tiny_data, workdir, init_from=str(baseline), **kw)
 
 
@@ -333,6 +336,48 @@ def test_warm_start_copies_every_weight_and_statistic(monkeypatch, tiny_data, ba
     assert len(base) == 28 * (2 + 4) + 1 and set(base) <= set(mine)  # 28 conv blocks (conv 2, BN 4) + logits
     for path in sorted(base):  # head and moving statistics included
         np.testing.assert_array_equal(mine[path], base[path], err_msg=path)
+
+
+def test_warm_start_carries_the_baselines_adam_moments(monkeypatch, tiny_data, baseline, tmp_path):  # noqa: F811
+    """The baseline's last checkpoint holds an Adam over its UNet: its moments and iteration count
+    reach the joint optimizer's UNet slots; the h head's slots stay zero."""
+    import shutil
+
+    from models.unet import build_unet
+    from training.engine import steps
+
+    wd = tmp_path / "baseline"
+    shutil.copytree(baseline, wd)
+    unet = build_unet(NUM_CLASSES, (SIZE, SIZE))
+    opt = steps.make_optimizer(1e-3, unet.trainable_variables, tf.distribute.get_strategy())
+    rng = np.random.default_rng(3)
+    for slot in opt._momentums + opt._velocities:
+        slot.assign(rng.uniform(0.1, 1.0, tuple(slot.shape)).astype(np.float32))
+    opt.iterations.assign(37)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=unet, optimizer=opt), str(wd / "ckpt"), 1).save(37)
+
+    got: dict = {}
+
+    def capture(strategy, compute_fn, variables, optimizer, **kw):
+        got.update(variables=list(variables), optimizer=optimizer)
+        raise _Stop
+
+    monkeypatch.setattr(steps, "make_train_step", capture)
+    with pytest.raises(_Stop):
+        _Hooks.run_joint(_joint_conf(tiny_data, tmp_path / "joint", wd, plc_warm_start=True))
+    adam, n = got["optimizer"], len(unet.trainable_variables)
+    assert int(adam.iterations.numpy()) == 37 and len(got["variables"]) > n
+    for mine, theirs in zip(adam._momentums[:n] + adam._velocities[:n], opt._momentums + opt._velocities):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    for slot in adam._momentums[n:] + adam._velocities[n:]:  # the h head: fresh
+        assert not np.any(slot.numpy())
+
+    # Without --plc_warm_start (the release): a fresh Adam.
+    got.clear()
+    with pytest.raises(_Stop):
+        _Hooks.run_joint(_joint_conf(tiny_data, tmp_path / "joint_release", wd))
+    assert int(got["optimizer"].iterations.numpy()) == 0
+    assert not any(np.any(s.numpy()) for s in got["optimizer"]._momentums)
 
 
 def _fixed_batch(valid_pairs, identical_pairs=False, seed=0) -> dict[str, tf.Tensor]:
