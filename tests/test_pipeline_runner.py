@@ -21,8 +21,8 @@ _REAL_RUN = subprocess.run
 PRESETS = {
     "paper": dict(baseline_iters=5001, joint_rounds=3, joint_iters_per_round=5000, pretrain_iters=10001,
                   finetune_iters=10001, val_every=50, ckpt_every=500, crf=True),
-    "demo": dict(baseline_iters=300, joint_rounds=2, joint_iters_per_round=150, pretrain_iters=150,
-                 finetune_iters=300, val_every=25, ckpt_every=100, crf=False),
+    "demo": dict(baseline_iters=150, joint_rounds=2, joint_iters_per_round=60, pretrain_iters=100,
+                 finetune_iters=150, val_every=20, ckpt_every=100, crf=False),
 }
 
 

@@ -108,7 +108,7 @@ SCRIPT_DEFAULTS: dict[str, dict[str, Any]] = {
         "test_aug_overlap": 0, "test_f1_threshold": 0.9, "crf_workers": 0, "rounds": 3,
         "n_iter_per_round": 5000, "lamda_local": 0.1, "temp_fac": 0.1, "no_of_pos_eles": 3,
         "no_of_neg_eles": 3, "bt_size": 10, "local_loss_exp_no": 1, "replicate_plc_loss_weighting": False,
-        "plc_global_best": False, "plc_warm_start": False, "plc_round_floor": False, "pseudo_label_dir": None, "bbox_dim": 150,
+        "plc_global_best": False, "plc_warm_start": True, "plc_round_floor": True, "pseudo_label_dir": None, "bbox_dim": 150,
     },
 }
 STAGES = {"pretrain": ("global", "local"), "selftrain": ("baseline", "pseudolabel", "joint")}

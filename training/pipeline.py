@@ -45,8 +45,9 @@ PRESETS: dict[str, dict[str, int]] = {
               "pretrain_iters": 10001, "finetune_iters": 10001, "val_every": 50, "ckpt_every": 500, "crf": 1},
     # The CRF parameters of the originals (pixel units, tuned for ~1.4 mm 192 px MR) erase the weak
     # structures of a briefly trained model on the 64 px, 2.5 mm synthetic images: off in the demo.
-    "demo": {"baseline_iters": 300, "joint_rounds": 2, "joint_iters_per_round": 150,
-             "pretrain_iters": 150, "finetune_iters": 300, "val_every": 25, "ckpt_every": 100, "crf": 0},
+    # Sized by measurement to fit 10 minutes with setup on 2 CPU cores (README "Quick start").
+    "demo": {"baseline_iters": 150, "joint_rounds": 2, "joint_iters_per_round": 60,
+             "pretrain_iters": 100, "finetune_iters": 150, "val_every": 20, "ckpt_every": 100, "crf": 0},
 }
 METHODS = ("baseline", "plc", "gcl_lcl")
 # ``make demo`` as measured (in-process stages, synthetic data made and preprocessed, baseline and PLC,
