@@ -20,7 +20,7 @@ _REAL_RUN = subprocess.run
 # The presets as documented (README "Reproducing the papers", make demo).
 PRESETS = {
     "paper": dict(baseline_iters=5001, joint_rounds=3, joint_iters_per_round=5000, pretrain_iters=10001,
-                  finetune_iters=10001, val_every=50, ckpt_every=500, crf=True),
+                  finetune_iters=10001, val_every=50, ckpt_every=500, crf=False),
     "demo": dict(baseline_iters=150, joint_rounds=2, joint_iters_per_round=60, pretrain_iters=100,
                  finetune_iters=150, val_every=20, ckpt_every=100, crf=False),
 }
