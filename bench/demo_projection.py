@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-# Non-step seconds of ``make demo`` on the Intel Xeon development machine (2 cores): its wall time
-# minus its training steps (baseline and joint iterations times their 64x64 step times). 150 s is a
-# provisional value, not yet measured in this form; to be re-measured: ``time make demo`` on a
-# fresh ``demo_out``, then subtract ``baseline_steps_s + joint_steps_s`` of ``bench.training``
-# run on the same machine. Scales with machine speed (tracing, validation, pseudo-labels,
-# evaluation), so on a slower machine kind it underestimates.
-DEMO_OVERHEAD_S = 150.0
+# Non-step seconds of ``make demo`` (setup excluded), measured on an AMD EPYC with AVX-512 (2 cores, fp32
+# matmul 180 GFLOP/s): wall time 231 s minus its training steps (150 baseline steps x 0.22 s + 120
+# joint steps x 0.53 s, the 64x64 step times of ``bench.training`` on that machine) = 134 s: TensorFlow
+# start, tracing, validation, pseudo-labels, evaluation, export, data generation and preprocessing.
+# Scales with machine speed, so on a slower machine kind it underestimates.
+DEMO_OVERHEAD_S = 134.0
 
 
 def project_demo_seconds(step_times: Mapping[str, float], preset: Mapping[str, int],
@@ -33,7 +32,7 @@ def project_demo_seconds(step_times: Mapping[str, float], preset: Mapping[str, i
         preset: iteration settings, e.g. ``training.pipeline.PRESETS["demo"]`` (``baseline_iters``,
             ``joint_rounds``, ``joint_iters_per_round``, ``val_every``).
         overhead_s: non-step seconds (default of ``bench.training``: :data:`DEMO_OVERHEAD_S`, the
-            non-step time of ``make demo`` on an Intel Xeon, to be re-measured); it includes the
+            non-step time of ``make demo`` measured on an AMD EPYC with AVX-512); it includes the
             validations.
 
     Returns:

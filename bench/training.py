@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--peer_timeout_s", type=float, default=1800.0, help="time limit of the peer run")
     parser.add_argument("--demo_overhead_s", type=float, default=DEMO_OVERHEAD_S,
                         help="non-step seconds of `make demo` added to the demo projection "
-                             "(default: non-step time on an Intel Xeon, to be re-measured; see bench.demo_projection)")
+                             "(default: measured on an AMD EPYC with AVX-512; see bench.demo_projection)")
     args = parser.parse_args()
     if args.peer_python is not None:
         if not os.path.isfile(args.peer_python):
