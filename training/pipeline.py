@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PRESETS: dict[str, dict[str, int]] = {
     "paper": {"baseline_iters": 5001, "joint_rounds": 3, "joint_iters_per_round": 5000,
               "pretrain_iters": 10001, "finetune_iters": 10001, "val_every": 50, "ckpt_every": 500, "crf": 0},
-    # The dense CRF is off in both (the originals' step; it lowered pseudo-label Dice on real ACDC at 64
-    # and 192 px, README "Real data"); --crf turns it on.
-    # Sized by measurement to fit 10 minutes with setup on 2 CPU cores (README "Quick start").
+    # The dense CRF is off in both: the originals ran it, but it lowered the pseudo-labels' Dice on real
+    # ACDC at 64 and 192 px (README "Real-data runs"); --crf turns it on.
+    # demo: sized by measurement to fit 10 minutes with setup on 2 AVX-512 CPU cores (README "Quick start").
     "demo": {"baseline_iters": 150, "joint_rounds": 2, "joint_iters_per_round": 60,
              "pretrain_iters": 100, "finetune_iters": 150, "val_every": 20, "ckpt_every": 100, "crf": 0},
 }
@@ -174,7 +174,6 @@ def _run_in_process(cmd: Sequence[str]) -> None:
     script, args = Path(cmd[1]).name, list(cmd[2:])
     if script in ("train_selftrain.py", "train_pretrain.py"):
         from training import flags as stage_flags
-
         from training.engine.strategy import configure_devices
 
         conf = stage_flags.parse_config(script.split("_")[1].split(".")[0], args)
