@@ -182,9 +182,11 @@ def _run_in_process(cmd: Sequence[str]) -> None:
     elif script == "evaluate.py":
         from evaluation.evaluator import evaluate_model
 
-        fl = {k: str(v) for k, v in _command_flags(cmd).items()}
-        evaluate_model(fl["workdir"], workdir=fl["workdir"], split=fl.get("split", "test"),
-                       export_dir=fl.get("export_dir"), allow_missing=fl.get("allow_missing") == "True")
+        fl = _command_flags(cmd)
+        export_dir = fl.get("export_dir")
+        evaluate_model(str(fl["workdir"]), workdir=str(fl["workdir"]), split=str(fl.get("split", "test")),
+                       export_dir=None if export_dir is None else str(export_dir),
+                       allow_missing=fl.get("allow_missing") is True)
         sys.stdout.flush()
     else:
         raise ValueError(f"no in-process runner for {script}")
