@@ -12,13 +12,15 @@ Usage:
     python -m evaluation.aggregate --out results --reference medIA2023 runs/*/baseline runs/*/plc
                                                              # + our numbers beside the paper's
 
-A workdir may be prefixed with ``<method>=`` to name its method; otherwise the method is
-``config["method"]``, else the stage (``baseline<-<init stage>`` for a fine-tuned baseline), else the
-name of the workdir's parent folder.
+A workdir may be prefixed with ``<label>=`` to name its row; otherwise the row is named by what ran:
+``config["method"]``, else the label :func:`evaluation.methods.classify` gives the recorded settings
+("PLC (release)", "PLC+ (port variant: ...)", ...), else the name of the workdir's parent folder.
+Which paper number a row is put beside (``--reference``) depends on the recorded settings only.
 """
 from __future__ import annotations
 
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,10 +31,11 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.errors import InputError
+from evaluation.methods import classify
 from evaluation.metrics import METRIC_NAMES
 from evaluation.reference import compare, format_comparison, load_reference
 from evaluation.report import rows_to_csv
-from workdir import has_config, read_config, read_eval_summary, stage_of
+from workdir import has_config, read_config, read_eval_summary
 
 
 @dataclass
@@ -50,25 +53,17 @@ class Run:
 
 
 def method_label(config: dict[str, Any]) -> str | None:
-    """Row label of a run from its (flat) ``config.json``.
+    """Row label of a run from its (flat) ``config.json``: what ran, in words.
 
-    ``method`` if present; else the stage, with the stage it was initialized from for a fine-tuned
-    baseline (``baseline<-local`` = fine-tuned after GCL + LCL pre-training, ``baseline<-global``
-    = after GCL only), so random-init and fine-tuned baselines form different rows.
+    ``method`` if the config records one; else :func:`evaluation.methods.classify`'s label from the
+    recorded settings (e.g. "PLC (release)", "PLC+ (port variant: warm start, round floor, no CRF)",
+    "GCL+LCL pre-training + fine-tuning"), so runs of different methods never share a row.
     """
     if config.get("method"):
         return str(config["method"])
-    stage = config.get("stage")
-    if not stage:
+    if not config.get("stage"):
         return None
-    init = config.get("init_from")
-    if stage == "baseline" and init:
-        try:
-            init_stage = stage_of(str(init))
-        except InputError:  # the init workdir is gone or unreadable: name it by its folder
-            init_stage = None
-        return f"baseline<-{init_stage or Path(str(init)).name}"
-    return str(stage)
+    return classify(config).label
 
 
 def load_run(spec: str, eval_name: str = "eval_test") -> Run:
@@ -95,6 +90,9 @@ def load_run(spec: str, eval_name: str = "eval_test") -> Run:
     except InputError as exc:
         raise InputError(f"--workdirs: {exc}") from None
     config = read_config(workdir) if has_config(workdir) else {}
+    if not config:
+        print(f"warning: {workdir}: no config.json; its row is named by its label or folder and no paper "
+              "number is matched to it", file=sys.stderr)
     method = method or method_label(config) or workdir.resolve().parent.name
     return Run(
         workdir=str(workdir), method=str(method),

@@ -7,13 +7,12 @@ paper's table: columns ``paper, dataset, method, no_of_tr_imgs, n_labeled, dice`
   test volumes over 6 runs, |X_L| = 1 / 2 / 8 labeled volumes (``tr1``/``tr2``/``tr8``) for ACDC,
   MSD prostate and MM-WHS, and the benchmark trained on all labels (``trall``).
 
-Method ids (``METHODS``) and how a run of ours is matched to one (:func:`reference_method`):
-a run labeled with a method id (``--workdirs plc_intra=W``) is that method; otherwise the workdir's
-``config.json`` decides: a supervised ``baseline`` stage without ``--init_from`` is ``baseline``
-(``benchmark`` on ``trall``), one initialized from a local (GCL + LCL) pre-training is
-``baseline_gcl_lcl``, a ``joint`` stage is ``plc_inter`` / ``plc_intra`` (``--local_loss_exp_no``
-1 / 0) when its baseline started from random weights, ``plc_inter_gcl_lcl`` when the baseline was
-fine-tuned after GCL + LCL, and ``self_training_gcl_lcl`` for ``--lamda_local 0`` there.
+Which row a run of ours is put beside is decided by its recorded settings only
+(:func:`evaluation.methods.classify` on its ``config.json``): a paper number is printed only beside a
+run whose initialization, intra/inter choice, ``lamda_local`` and variant flags are the row's; any
+other run (the ``plc_plus`` variant, a run without ``config.json``, a modified run) gets "no published
+counterpart" and the reason. A ``<label>=`` prefix of ``evaluation.aggregate`` names a row of ours, it
+never picks a paper number.
 """
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.errors import InputError
-from workdir import has_config, read_config
+from evaluation.methods import classify
 
 REFERENCE_DIR = Path(__file__).resolve().parent
 METHODS = {
@@ -78,43 +77,9 @@ def load_reference(name: str) -> list[ReferenceRow]:
     return rows
 
 
-def _stage_config(workdir: Any) -> dict[str, Any]:
-    """The workdir's ``config.json`` ({} when it has none, e.g. a moved or deleted workdir)."""
-    return read_config(workdir) if workdir and has_config(workdir) else {}
-
-
-def _from_gcl_lcl(baseline_config: dict[str, Any]) -> bool:
-    """Whether a baseline stage was initialized from a local (GCL + LCL) pre-training workdir."""
-    init = baseline_config.get("init_from")
-    return bool(init) and _stage_config(init).get("stage") == "local"
-
-
-def reference_method(label: str, config: dict[str, Any], no_of_tr_imgs: str) -> str | None:
-    """The :data:`METHODS` id a run of ours corresponds to, or ``None`` (see the module docstring).
-
-    Args:
-        label: the run's method label (``evaluation.aggregate``: ``method=`` prefix, ``config["method"]``,
-            the stage, ``baseline<-local`` for a fine-tuned baseline, ...).
-        config: the run's ``config.json``.
-        no_of_tr_imgs: the run's labeled set (``trall`` makes a random-init baseline the benchmark).
-    """
-    if label in METHODS and label != "baseline":  # "baseline" is also the stage label: trall makes it the benchmark
-        return label
-    stage = config.get("stage")
-    if label in ("gcl_lcl", "baseline<-local") or (stage == "baseline" and _from_gcl_lcl(config)):
-        return "baseline_gcl_lcl"
-    if label == "baseline" or (stage == "baseline" and not config.get("init_from")):
-        return "benchmark" if no_of_tr_imgs == "trall" else "baseline"
-    if label in ("plc", "joint") or stage == "joint":
-        exp = config.get("local_loss_exp_no")
-        inter = exp is None or int(exp) == 1
-        lamda = config.get("lamda_local")
-        if _from_gcl_lcl(_stage_config(config.get("init_from"))):
-            if lamda is not None and float(lamda) == 0.0:
-                return "self_training_gcl_lcl"
-            return "plc_inter_gcl_lcl" if inter else None
-        return "plc_inter" if inter else "plc_intra"
-    return None
+def reference_method(config: dict[str, Any], no_of_tr_imgs: str) -> str | None:
+    """The :data:`METHODS` id whose settings the run recorded in ``config`` has, or None."""
+    return classify(config, no_of_tr_imgs).reference
 
 
 def compare(runs: Sequence[Any], name: str) -> list[dict[str, Any]]:
@@ -137,17 +102,23 @@ def compare(runs: Sequence[Any], name: str) -> list[dict[str, Any]]:
         groups[(run.dataset, run.method, run.no_of_tr_imgs)].append(run)
     out = []
     for (dataset, method, tr), members in sorted(groups.items()):
-        ref_methods = {reference_method(m.method, getattr(m, "config", {}) or {}, tr) for m in members}
+        classes = [classify(getattr(m, "config", {}) or {}, tr) for m in members]
+        ref_methods = {c.reference for c in classes}
         ref_method = ref_methods.pop() if len(ref_methods) == 1 else None
+        reasons = sorted({c.reason for c in classes if c.reason})
+        if ref_methods:  # more than one: the runs of this row disagree
+            reasons.append("its runs were made with different settings")
         scores = np.array([np.nan if m.summary["overall"]["dice"]["mean"] is None
                            else float(m.summary["overall"]["dice"]["mean"]) for m in members], dtype=np.float64)
         finite = scores[np.isfinite(scores)]
         ref = table.get((dataset, ref_method, tr)) if ref_method else None
+        if ref_method and ref is None:
+            reasons.append(f"the paper reports no {dataset} {tr} number for it")
         mean = float(finite.mean()) if finite.size else None
         out.append({
             "dataset": dataset, "method": method, "reference_method": ref_method, "no_of_tr_imgs": tr,
             "n_runs": int(finite.size), "ours_mean": mean, "ours_std": float(finite.std()) if finite.size else None,
-            "paper": ref.dice if ref else None,
+            "paper": ref.dice if ref else None, "why_no_paper": "; ".join(reasons) if ref is None else "",
             "difference": (mean - ref.dice) if (ref and mean is not None) else None,
             "grids": sorted({str(m.summary.get("evaluation_grid", "native grid of the original files"))
                              for m in members}),
@@ -165,7 +136,8 @@ def format_comparison(rows: Sequence[dict[str, Any]], name: str) -> str:
         ours = "n/a" if r["ours_mean"] is None else f"{r['ours_mean']:.3f} ± {r['ours_std']:.3f} (n={r['n_runs']})"
         paper = "-" if r["paper"] is None else f"{r['paper']:.3f}"
         diff = "-" if r["difference"] is None else f"{r['difference']:+.3f}"
-        ref = METHODS.get(r["reference_method"], "no published number") if r["reference_method"] else "no match"
+        ref = (METHODS[r["reference_method"]] if r["reference_method"]
+               else f"no published counterpart ({r.get('why_no_paper') or 'no matching row'})")
         lines.append(f"| {r['dataset']} | {r['method']} | {ref} | {r['no_of_tr_imgs']} | {ours} | {paper} | {diff} |")
     grids = sorted({g for r in rows for g in r["grids"]})
     lines.append("")

@@ -66,8 +66,7 @@ SPECS: dict[str, tuple[Any, str]] = {
     "sigma": ("float", "std of the 3x3 deformation grid, pixels"),
     "batch_size": ("int", "labeled slices per step (mtask_bs)"),
     # pseudo-labels
-    "crf": ("bool", "refine pseudo-labels with the dense CRF (the originals did; off by default: it lowered "
-                    "the pseudo-labels' Dice on real ACDC, README Real data)"),
+    "crf": ("bool", "refine pseudo-labels with the dense CRF, as the originals (--nocrf: the plc_plus variant)"),
     "test_aug_overlap": ("int", "1: keep only volumes whose two TTA predictions agree"),
     "test_f1_threshold": ("float", "agreement threshold of the TTA filter"),
     "crf_workers": ("int", "CRF processes (0 = all cores)"),
@@ -80,11 +79,12 @@ SPECS: dict[str, tuple[Any, str]] = {
     "replicate_plc_loss_weighting": ("bool", "reproduce the released per-pair weighting 1/D^(B-k) (bug 9.3.1)"),
     "plc_global_best": ("bool", "keep the global best across rounds (the release resets the running best "
                                 "to the last validation Dice at each round end, 9.3.6)"),
-    "plc_warm_start": ("bool", "round 0 continues the --init_from model: segmentation head, BN moving "
-                               "statistics and Adam moments too (the release: encoder/decoder trainable "
-                               "weights only, fresh head, statistics and Adam)"),
-    "plc_round_floor": ("bool", "validate the model each round starts from and never keep a model whose "
-                                "validation Dice is below it (the release keeps the round's best even then)"),
+    "plc_warm_start": ("bool", "variant plc_plus: round 0 continues the --init_from model: segmentation head, "
+                               "BN moving statistics and Adam moments too (default, the release: encoder/decoder "
+                               "trainable weights only, fresh head, statistics and Adam)"),
+    "plc_round_floor": ("bool", "variant plc_plus: validate the model each round starts from and never keep a "
+                                "model whose validation Dice is below it (default, the release: keep the round's "
+                                "best even then)"),
     "pseudo_label_dir": ("str", "round-0 pseudo-labels (from --stage pseudolabel); default: generate them "
                                 "from --init_from"),
 }
@@ -105,11 +105,11 @@ SCRIPT_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "selftrain": {
         **COMMON_DEFAULTS, "stage": None, "n_iter": 5001, "no_of_tr_imgs": "tr2", "lr_seg": 1e-3,
-        "dsc_loss": 2, "data_aug": 1, "rd_en": 1, "ri_en": 0, "sigma": 5.0, "batch_size": 20, "crf": False,
+        "dsc_loss": 2, "data_aug": 1, "rd_en": 1, "ri_en": 0, "sigma": 5.0, "batch_size": 20, "crf": True,
         "test_aug_overlap": 0, "test_f1_threshold": 0.9, "crf_workers": 0, "rounds": 3,
         "n_iter_per_round": 5000, "lamda_local": 0.1, "temp_fac": 0.1, "no_of_pos_eles": 3,
         "no_of_neg_eles": 3, "bt_size": 10, "local_loss_exp_no": 1, "replicate_plc_loss_weighting": False,
-        "plc_global_best": False, "plc_warm_start": True, "plc_round_floor": True, "pseudo_label_dir": None, "bbox_dim": 150,
+        "plc_global_best": False, "plc_warm_start": False, "plc_round_floor": False, "pseudo_label_dir": None, "bbox_dim": 150,
     },
 }
 STAGES = {"pretrain": ("global", "local"), "selftrain": ("baseline", "pseudolabel", "joint")}

@@ -1,9 +1,9 @@
 """PLC joint training (ORIGINAL_SPEC §3.4, §4.3 step 3): rounds of joint Dice + pseudo-label local
 contrastive training, pseudo-labels re-estimated between rounds.
 
-* Initialization (round 0): encoder and decoder from the baseline (``--init_from``; trainable
-  weights only, BN statistics fresh, §9.3.9), segmentation head and h head freshly initialized,
-  fresh Adam. ``--plc_warm_start`` (a deviation) continues the baseline instead: segmentation
+* Initialization (round 0, the release's and the default): encoder and decoder from the baseline
+  (``--init_from``; trainable weights only, BN statistics fresh, §9.3.9), segmentation head and h head
+  freshly initialized, fresh Adam. ``--plc_warm_start`` (variant ``plc_plus``) continues the baseline instead: segmentation
   head and BN moving statistics copied too, and the Adam moments of the UNet variables taken from
   the baseline's last checkpoint (:func:`carry_adam_state`), so round 0 starts from the baseline's
   predictions at the baseline's update scale.
@@ -16,10 +16,11 @@ contrastive training, pseudo-labels re-estimated between rounds.
   (release behaviour, 9.3.6; ``--plc_global_best`` keeps the global best instead), and the
   pseudo-labels of the next round are predicted by that model with the same code as
   ``--stage pseudolabel`` (``W/pseudo_labels/round_<r>``).
-* ``--plc_round_floor`` (a deviation): at the start of every round the model is validated, that
+* ``--plc_round_floor`` (variant ``plc_plus``): at the start of every round the model is validated, that
   Dice becomes the round's running best and the model is saved as its best state, so the round
   end (and, after the last round, ``W/best``) never holds a model validating below the one the
-  round started from. The release keeps the round's best even when it is worse than its start.
+  round started from. The release keeps the round's best even when it is worse than its start. When
+  the kept model is a round's start, the log and the summary (``kept_round_start``) say so.
 * Round 0 pseudo-labels: ``--pseudo_label_dir`` (output of ``--stage pseudolabel``) or, if not
   given, generated from the ``--init_from`` model into ``W/pseudo_labels/round_0``.
 """
@@ -273,6 +274,13 @@ class JointTask(Task):
         self.save_best(step, start)
         loop_lib.log(f"[joint] round {r} starts at val_dice {start:.4f} (its floor, --plc_round_floor)")
 
+    def kept_round_start(self, best_step: int) -> int | None:
+        """The round whose starting model ``W/best`` holds (saved there by ``--plc_round_floor``), or None."""
+        n_per = self.conf.n_iter_per_round
+        if not self.conf.plc_round_floor or best_step % n_per or best_step >= self.conf.joint_end_step:
+            return None
+        return best_step // n_per
+
     def round_end(self, run: StageRun, r: int) -> None:
         """Continue from the most recently saved best state (release behaviour, 9.3.6)."""
         state, n_per = run.state, self.conf.n_iter_per_round
@@ -282,6 +290,13 @@ class JointTask(Task):
         restored = self.best_state.restore_latest()
         loop_lib.log(f"[joint] round {r} done: continuing from "
                      f"{self.best_state.latest if restored else 'the last weights (no best state saved)'}")
+        best = wdir.read_best(self.env.out_dir) if self.env.is_chief else None
+        kept = bool(best) and self.kept_round_start(int(best["step"])) == r
+        if self.round_info:
+            self.round_info[-1]["kept_start"] = kept
+        if kept:
+            loop_lib.log(f"[joint] round {r} kept the model it started from: no validation in the round beat "
+                         f"its val_dice {float(best['val_dice']):.4f} (--plc_round_floor)")
         for k, v in keep.items():
             getattr(state, k).assign(v)
         state.step.assign((r + 1) * n_per)
@@ -296,7 +311,17 @@ class JointTask(Task):
         # report what W/best holds rather than the running value.
         state = run.state
         best = wdir.read_best(self.env.out_dir) if self.env.is_chief else None
+        kept = self.kept_round_start(int(best["step"])) if best else None
+        if self.round_info and kept is not None:
+            self.round_info[-1]["kept_start"] = kept == self.round_info[-1]["round"]
+        # Every round of this run kept its start and round 0 started from the baseline: W/best is the baseline.
+        kept_baseline = (bool(self.conf.plc_warm_start) and len(self.round_info) == self.conf.rounds
+                         and all(info.get("kept_start") for info in self.round_info))
+        if kept is not None:
+            loop_lib.log(f"[joint] the kept model (W/best, step {best['step']}) is the one round {kept} started "
+                         f"from: no later validation beat its val_dice {float(best['val_dice']):.4f}")
         return {"step": int(state.step.numpy()), "skipped": int(state.skipped.numpy()),
+                "kept_round_start": kept, "kept_baseline": kept_baseline,
                 "nonfinite": int(state.nonfinite.numpy()), "loss_scale_overflows": int(state.overflow.numpy()),
                 "best_val_dice": float(best["val_dice"]) if best else float(state.best.numpy()),
                 "best_step": int(best["step"]) if best else None,
