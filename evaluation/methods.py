@@ -13,7 +13,7 @@ One classification for every table (``run_pipeline.py`` results, ``evaluate.py``
   run a different method: no published counterpart) and the mean-over-pairs weighting (the
   default fix of bug 9.3.1; named in the label, still compared with the paper's row, whose
   ``lamda_local = 0.1`` was chosen under the release's weighting). Warm start + round floor + no CRF
-  together are the named variant ``plc_plus``.
+  together (with the mean over pairs) are the named variant ``plc_plus``.
 
 The pipeline's method ids (``run_pipeline.py --methods``) and the MedIA 2023 table's row ids
 (``evaluation/reference_medIA2023.csv``) are linked by :data:`PIPELINE_TO_REFERENCE`.
@@ -132,10 +132,9 @@ def _classify_joint(config: dict[str, Any], reader: ConfigReader) -> RunMethod:
     deviations = [name for key, value, name in VARIANT_FLAGS if key in config and bool(config[key]) == value]
     notes = [] if config.get("replicate_plc_loss_weighting", True) else ["mean-over-pairs weighting"]
     if lamda == 0.0:
-        base, method = "Self-training (no contrastive term)", "selftrain_gcl_lcl" if kind == "gcl_lcl" else None
-        if kind == "gcl_lcl":
-            base = "Self-training from GCL+LCL (no contrastive term)"
-        notes = []  # the pair weighting has no effect without the contrastive term
+        base = "Self-training from GCL+LCL" if kind == "gcl_lcl" else "Self-training"
+        method = "selftrain_gcl_lcl" if kind == "gcl_lcl" else None
+        notes = ["no contrastive term"]  # the pair weighting has no effect without the contrastive term
     elif kind == "gcl_lcl":
         base, method = f"PLC {'inter' if inter else 'intra'} from GCL+LCL", "plc_gcl_lcl" if inter else None
     elif kind == "random":
@@ -145,12 +144,14 @@ def _classify_joint(config: dict[str, Any], reader: ConfigReader) -> RunMethod:
     if not math.isclose(lamda, PAPER_LAMDA_LOCAL) and lamda != 0.0:
         deviations.append(f"lamda_local={lamda:g}")
     if tuple(deviations) == PLUS_DEVIATIONS and method == "plc":
-        return _no_counterpart("plc_plus", LABELS["plc_plus"] + "".join(f"; {n}" for n in notes),
+        # PLC+ uses the mean over pairs (the stage scripts' default); the release weighting is the note here.
+        plus_note = "" if "mean-over-pairs weighting" in notes else "; the release's pair weighting"
+        return _no_counterpart("plc_plus", LABELS["plc_plus"] + plus_note,
                                "PLC+ is the port's variant: the paper has no such row")
     if deviations:
         return _no_counterpart(None, f"{base} (modified: {', '.join(deviations + notes)})",
                                f"settings differ from the paper's: {', '.join(deviations)}")
-    label = f"{base} (release{''.join(f'; {n}' for n in notes)})"
+    label = f"{base} (release{''.join(f', {n}' if n == 'no contrastive term' else f'; {n}' for n in notes)})"
     if method is None:
         reason = ("the MedIA 2023 table has no such row" if kind in ("random", "gcl_lcl")
                   else f"init_from {config.get('init_from')}: the baseline's initialization is unknown")

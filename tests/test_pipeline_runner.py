@@ -20,9 +20,9 @@ _REAL_RUN = subprocess.run
 # The presets as documented (README "Reproducing the papers", make demo).
 PRESETS = {
     "paper": dict(baseline_iters=5001, joint_rounds=3, joint_iters_per_round=5000, pretrain_iters=10001,
-                  finetune_iters=10001, val_every=50, ckpt_every=500, crf=False),
+                  finetune_iters=10001, val_every=50, ckpt_every=500, crf=True),
     "demo": dict(baseline_iters=150, joint_rounds=2, joint_iters_per_round=60, pretrain_iters=100,
-                 finetune_iters=150, val_every=20, ckpt_every=100, crf=False),
+                 finetune_iters=150, val_every=20, ckpt_every=100, crf=True),
 }
 
 
@@ -122,41 +122,77 @@ def fake(monkeypatch):
     return stages
 
 
+RELEASE = ["--plc_warm_start=false", "--plc_round_floor=false", "--replicate_plc_loss_weighting=true"]
+PLUS = ["--plc_warm_start=true", "--plc_round_floor=true", "--replicate_plc_loss_weighting=false", "--crf=false"]
+EVAL_DIRS = {"baseline": "baseline", "gcl_lcl": "gcl_lcl_ft", "selftrain_gcl_lcl": "selftrain_gcl_lcl",
+             "plc_gcl_lcl": "plc_gcl_lcl", "plc_intra": "plc_intra", "plc": "plc", "plc_plus": "plc_plus"}
+
+
 def expected_commands(out: Path, data: Path, methods: list[str], p: dict, *, dataset="synthetic", tr="tr1",
-                      comb="c1", seed=0, extra=(), export_dir=None, allow_missing=False
+                      comb="c1", seed=0, extra=(), pre_extra=None, export_dir=None, allow_missing=False
                       ) -> list[tuple[str, list[str]]]:
     """(script, sorted flags) of every command, in order, as the README describes the chains."""
+    pre_extra = extra if pre_extra is None else pre_extra
     common = [f"--dataset={dataset}", f"--data_dir={data}", f"--seed={seed}", f"--val_every={p['val_every']}",
               f"--ckpt_every={p['ckpt_every']}", *extra]
     split = [f"--no_of_tr_imgs={tr}", f"--comb_tr_imgs={comb}"]
     pre = [f"--dataset={dataset}", f"--data_dir={data}", f"--seed={seed}", f"--ckpt_every={p['ckpt_every']}",
-           f"--n_iter={p['pretrain_iters']}", *extra]
+           f"--n_iter={p['pretrain_iters']}", *pre_extra]
     crf = f"--crf={'true' if p['crf'] else 'false'}"
-    cmds = []
-    if "baseline" in methods or "plc" in methods:
-        cmds.append(("train_selftrain.py", ["--stage=baseline", f"--workdir={out / 'baseline'}",
-                                            f"--n_iter={p['baseline_iters']}", *common, *split]))
-    if "plc" in methods:
-        cmds.append(("train_selftrain.py", ["--stage=pseudolabel", f"--workdir={out / 'pseudolabel'}",
-                                            f"--init_from={out / 'baseline'}", crf, *common, *split]))
-        cmds.append(("train_selftrain.py", [
-            "--stage=joint", f"--workdir={out / 'plc'}", f"--init_from={out / 'baseline'}",
-            f"--pseudo_label_dir={out / 'pseudolabel' / 'pseudo_labels' / 'round_0'}",
-            f"--rounds={p['joint_rounds']}", f"--n_iter_per_round={p['joint_iters_per_round']}", crf,
-            *common, *split]))
+    rounds = [f"--rounds={p['joint_rounds']}", f"--n_iter_per_round={p['joint_iters_per_round']}"]
+    cmds, seen = [], set()
+
+    def add(script, args):
+        wd = next(a for a in args if a.startswith("--workdir="))
+        if wd not in seen:
+            seen.add(wd)
+            cmds.append((script, args))
+
+    def baseline():
+        add("train_selftrain.py", ["--stage=baseline", f"--workdir={out / 'baseline'}",
+                                   f"--n_iter={p['baseline_iters']}", *common, *split])
+
+    def pseudo(name, source, crf_flag):
+        add("train_selftrain.py", ["--stage=pseudolabel", f"--workdir={out / name}", f"--init_from={out / source}",
+                                   crf_flag, *common, *split])
+
+    def joint(name, source, labels, flags):
+        add("train_selftrain.py", ["--stage=joint", f"--workdir={out / name}", f"--init_from={out / source}",
+                                   f"--pseudo_label_dir={out / labels / 'pseudo_labels' / 'round_0'}", *rounds,
+                                   *flags, *common, *split])
+
+    def fine_tuned():
+        add("train_pretrain.py", ["--stage=global", f"--workdir={out / 'gcl'}", *pre])
+        add("train_pretrain.py", ["--stage=local", f"--workdir={out / 'lcl'}", f"--init_from={out / 'gcl'}", *pre])
+        add("train_selftrain.py", ["--stage=baseline", f"--workdir={out / 'gcl_lcl_ft'}",
+                                   f"--init_from={out / 'lcl'}", f"--n_iter={p['finetune_iters']}", *common, *split])
+
+    release_labels = "pseudolabel" if p["crf"] else "pseudolabel_nocrf"
+    if "baseline" in methods:
+        baseline()
+    for m, exp in (("plc_intra", 0), ("plc", 1)):
+        if m in methods:
+            baseline()
+            pseudo(release_labels, "baseline", crf)
+            joint(m, "baseline", release_labels, [f"--local_loss_exp_no={exp}", *RELEASE, crf])
+    if "plc_plus" in methods:
+        baseline()
+        pseudo("pseudolabel_nocrf", "baseline", "--crf=false")
+        joint("plc_plus", "baseline", "pseudolabel_nocrf", ["--local_loss_exp_no=1", *PLUS])
     if "gcl_lcl" in methods:
-        cmds.append(("train_pretrain.py", ["--stage=global", f"--workdir={out / 'gcl'}", *pre]))
-        cmds.append(("train_pretrain.py", ["--stage=local", f"--workdir={out / 'lcl'}",
-                                           f"--init_from={out / 'gcl'}", *pre]))
-        cmds.append(("train_selftrain.py", ["--stage=baseline", f"--workdir={out / 'gcl_lcl_ft'}",
-                                            f"--init_from={out / 'lcl'}", f"--n_iter={p['finetune_iters']}",
-                                            *common, *split]))
-    evaluated = [m for m in ("baseline", "plc", "gcl_lcl")
-                 if m in methods or (m == "baseline" and "plc" in methods)]
+        fine_tuned()
+    gcl_labels = "pseudolabel_gcl_lcl" if p["crf"] else "pseudolabel_gcl_lcl_nocrf"
+    for m, flags in (("selftrain_gcl_lcl", ["--lamda_local=0"]), ("plc_gcl_lcl", [])):
+        if m in methods:
+            fine_tuned()
+            pseudo(gcl_labels, "gcl_lcl_ft", crf)
+            joint(m, "gcl_lcl_ft", gcl_labels, ["--local_loss_exp_no=1", *flags, *RELEASE, crf])
+    evaluated = [m for m in EVAL_DIRS if m in methods]
+    export = next((m for m in ("plc", "plc_plus", "plc_intra", "plc_gcl_lcl", "selftrain_gcl_lcl", "gcl_lcl",
+                               "baseline") if m in methods), None)
     for m in evaluated:
-        wd = out / {"baseline": "baseline", "plc": "plc", "gcl_lcl": "gcl_lcl_ft"}[m]
-        args = [f"--workdir={wd}", "--split=test"]
-        if m == "plc" and export_dir:
+        args = [f"--workdir={out / EVAL_DIRS[m]}", "--split=test"]
+        if m == export and export_dir:
             args.append(f"--export_dir={export_dir}")
         if allow_missing:
             args.append("--allow_missing=true")
@@ -175,7 +211,8 @@ def _pipeline(tmp_path, *args, preset="demo", methods="baseline,plc,gcl_lcl"):
 
 
 @pytest.mark.parametrize("preset", ["paper", "demo"])
-@pytest.mark.parametrize("method", ["baseline", "plc", "gcl_lcl"])
+@pytest.mark.parametrize("method", ["baseline", "plc", "gcl_lcl", "plc_intra", "plc_plus", "selftrain_gcl_lcl",
+                                    "plc_gcl_lcl"])
 def test_commands_of_each_preset_and_method(fake, tmp_path, preset, method):
     run = _pipeline(tmp_path, preset=preset, methods=method)
     assert run.code == 0
@@ -188,22 +225,22 @@ def test_every_flag_reaches_the_commands(fake, tmp_path, monkeypatch):
     """Every run_pipeline.py flag at a non-default value; relative paths become absolute."""
     monkeypatch.chdir(tmp_path)
     values = dict(baseline_iters=11, joint_rounds=3, joint_iters_per_round=4, pretrain_iters=5,
-                  finetune_iters=6, val_every=2, ckpt_every=9, crf=True)
+                  finetune_iters=6, val_every=2, ckpt_every=9, crf=False)
     argv = ["--dataset=acdc", "--data_dir=data", "--out_dir=out", "--no_of_tr_imgs=tr2", "--comb_tr_imgs=c3",
             "--methods=gcl_lcl,plc,baseline", "--preset=demo", "--seed=5", "--export_dir=exp",
-            "--extra=--jit_compile=true", "--extra=--ver=1", "--in_process=false",
-            "--allow_missing=true"]
-    argv += [f"--{k}={'true' if v is True else v}" for k, v in values.items()]
+            "--extra=--jit_compile=true", "--extra=--ver=1", "--extra=--lr_seg=0.01", "--in_process=false",
+            "--allow_missing=true", "--dry_run=false"]
+    argv += [f"--{k}={'true' if v is True else 'false' if v is False else v}" for k, v in values.items()]
     assert {a[2:].split("=")[0] for a in argv} == set(script_flags("run_pipeline.py"))  # all flags covered
     run = run_script("run_pipeline.py", argv, quiet=True)
     assert run.code == 0
     assert _got(fake) == expected_commands(
         tmp_path / "out", tmp_path / "data", ["baseline", "plc", "gcl_lcl"], values, dataset="acdc", tr="tr2",
-        comb="c3", seed=5, extra=("--jit_compile=true", "--ver=1"), export_dir=tmp_path / "exp",
-        allow_missing=True)
+        comb="c3", seed=5, extra=("--jit_compile=true", "--ver=1", "--lr_seg=0.01"),
+        pre_extra=("--jit_compile=true", "--ver=1"), export_dir=tmp_path / "exp", allow_missing=True)
     table = (tmp_path / "out" / "results.md").read_text()
-    for label in ("supervised baseline", "PLC", "GCL+LCL"):
-        assert f"| {label}" in table
+    for label in ("Baseline (random init)", "PLC (modified: no CRF)", "GCL+LCL pre-training + fine-tuning"):
+        assert f"| {label} |" in table
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["gcl_lcl"]["workdir"] == str(tmp_path / "out" / "gcl_lcl_ft")
 
@@ -240,11 +277,12 @@ def test_in_process_runs_the_commands_library_calls(fake, tmp_path, monkeypatch)
     trained = [(s, a) for s, a in expected if s != "evaluate.py"]
     assert [c.stage for c in confs] == [_flags(a)["stage"] for _, a in trained]
     for conf, (script, args) in zip(confs, trained):
-        assert conf == stage_flags.parse_config(script.split("_")[1][:-3], args)
+        assert conf == stage_flags.parse_config({"train_pretrain.py": "pretrain",
+                                                 "train_selftrain.py": "selftrain"}[script], args)
     assert devices == [1] * len(trained)
     out = tmp_path / "out"
     assert evals == [(str(out / w), str(out / w), "test", str(tmp_path / "exp") if w == "plc" else None, True)
-                     for w in ("baseline", "plc", "gcl_lcl_ft")]
+                     for w in ("baseline", "gcl_lcl_ft", "plc")]
 
 
 def test_in_process_is_refused_under_tf_config(fake, tmp_path, monkeypatch):
@@ -256,18 +294,18 @@ def test_in_process_is_refused_under_tf_config(fake, tmp_path, monkeypatch):
 def test_stage_order_and_reuse_of_finished_stages(fake, tmp_path):
     assert _pipeline(tmp_path).code == 0
     assert fake.stages() == ["baseline", "pseudolabel", "joint", "global", "local", "baseline",
-                             "evaluate:baseline", "evaluate:plc", "evaluate:gcl_lcl_ft"]
+                             "evaluate:baseline", "evaluate:gcl_lcl_ft", "evaluate:plc"]
     fake.calls.clear()
     assert _pipeline(tmp_path).code == 0  # everything finished: only the evaluations run again
-    assert fake.stages() == ["evaluate:baseline", "evaluate:plc", "evaluate:gcl_lcl_ft"]
+    assert fake.stages() == ["evaluate:baseline", "evaluate:gcl_lcl_ft", "evaluate:plc"]
     out = tmp_path / "out"
     (out / "plc" / "summary.json").unlink()  # an interrupted joint stage
     (out / "lcl" / "summary.json").write_text(json.dumps({"step": 20}))  # stopped at step 20
     (out / "gcl_lcl_ft").rename(out / "gone")
     fake.calls.clear()
     assert _pipeline(tmp_path).code == 0
-    assert fake.stages() == ["joint", "local", "baseline", "evaluate:baseline", "evaluate:plc",
-                             "evaluate:gcl_lcl_ft"]
+    assert fake.stages() == ["joint", "local", "baseline", "evaluate:baseline", "evaluate:gcl_lcl_ft",
+                             "evaluate:plc"]
     fake.calls.clear()
     # Longer joint rounds: only the joint stage runs again (it resumes); the same for fine-tuning.
     assert _pipeline(tmp_path, "--joint_iters_per_round=200", "--finetune_iters=400").code == 0
@@ -278,13 +316,15 @@ def test_smoke_runs_with_a_step_cap_are_reused(fake, tmp_path):
     assert _pipeline(tmp_path, "--extra=--max_steps=3", methods="plc").code == 0
     fake.calls.clear()
     assert _pipeline(tmp_path, "--extra=--max_steps=3", methods="plc").code == 0
-    assert fake.stages() == ["evaluate:baseline", "evaluate:plc"]
+    assert fake.stages() == ["evaluate:plc"]  # only the methods asked for are evaluated
 
 
 @pytest.mark.parametrize("changed, message", [
     ("--no_of_tr_imgs=tr2", "baseline: holds a run with other settings (no_of_tr_imgs: 'tr1' -> 'tr2')"),
     ("--seed=1", "baseline: holds a run with other settings (seed: 0 -> 1)"),
-    ("--crf=true", "pseudolabel: holds a run with other settings (crf: False -> True)"),
+    ("--crf=false", "plc: holds a run with other settings (crf: True -> False)"),
+    ("--extra=--noreplicate_plc_loss_weighting",
+     "plc: holds a run with other settings (replicate_plc_loss_weighting: True -> False)"),
     ("--extra=--lr_seg=0.01", "baseline: holds a run with other settings (lr_seg: 0.001 -> 0.01)"),
 ])
 def test_a_workdir_made_with_other_settings_is_refused(fake, tmp_path, capsys, changed, message):

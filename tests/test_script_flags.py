@@ -23,10 +23,10 @@ COMMON = dict(dataset="acdc", init_from=None, max_steps=0, seed=0, jit_compile="
 DEFAULTS = {
     "train_selftrain.py": dict(
         COMMON, n_iter=5001, no_of_tr_imgs="tr2", comb_tr_imgs="c1", lr_seg=1e-3, dsc_loss=2, data_aug=1,
-        rd_en=1, ri_en=0, sigma=5.0, batch_size=20, crf=False, test_aug_overlap=0, test_f1_threshold=0.9,
+        rd_en=1, ri_en=0, sigma=5.0, batch_size=20, crf=True, test_aug_overlap=0, test_f1_threshold=0.9,
         crf_workers=0, rounds=3, n_iter_per_round=5000, lamda_local=0.1, temp_fac=0.1, no_of_pos_eles=3,
         no_of_neg_eles=3, bt_size=10, local_loss_exp_no=1, replicate_plc_loss_weighting=False,
-        plc_global_best=False, plc_warm_start=True, plc_round_floor=True, pseudo_label_dir=None, bbox_dim=150),
+        plc_global_best=False, plc_warm_start=False, plc_round_floor=False, pseudo_label_dir=None, bbox_dim=150),
     "train_pretrain.py": dict(
         COMMON, n_iter=10001, no_of_tr_imgs=None, comb_tr_imgs="c1", lr_reg=1e-3, temp_fac=0.1, bt_size=12,
         global_loss_exp_no=2, n_parts=4, bbox_dim=100, replicate_gd_zero_block=False, local_loss_exp_no=0,
