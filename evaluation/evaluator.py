@@ -23,8 +23,9 @@ from common.atomic import atomic_save_nifti
 from common.errors import InputError
 from evaluation import plots, report
 from evaluation.inference import CHUNK, as_predictor, label_image_like, predict_stored_volume, surface_spacing
+from evaluation.methods import classify
 from evaluation.metrics import VolumeMetrics, volume_metrics
-from workdir import metrics_path, read_metrics
+from workdir import has_config, metrics_path, read_config, read_metrics
 
 
 def run_evaluation(model: Any, data_dir: str | os.PathLike, ids: Sequence[str], cfg: Any,
@@ -138,6 +139,13 @@ PROTOCOL = ("native grid (undo crop/pad, linear resize of probabilities, argmax)
             "finite values")
 
 
+def _method_label(workdir: str | None) -> str:
+    """What ran in ``workdir``, named from its recorded settings (:mod:`evaluation.methods`)."""
+    if not workdir or not has_config(workdir):
+        return "unknown (no stage workdir config.json)"
+    return classify(read_config(workdir)).label
+
+
 def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str | None = None,
                    dataset: str | None = None, split: str = "test", no_of_tr_imgs: str | None = None,
                    comb_tr_imgs: str | None = None, ids: Sequence[str] | None = None, out_dir: str | None = None,
@@ -186,7 +194,8 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
               f"{', '.join(missing)}", flush=True)
     extra = {"dataset": cfg.name, "split": split, "no_of_tr_imgs": str(no_tr), "comb_tr_imgs": str(comb),
              "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir), "missing_ids": missing,
-             "protocol": PROTOCOL, "precision": _model_precision(model, model_path)}
+             "protocol": PROTOCOL, "precision": _model_precision(model, model_path),
+             "method": _method_label(workdir)}
     summary = run_evaluation(model, data_dir, ids, cfg, out_dir, num_plot_volumes=num_plot_volumes,
                              workdir=workdir, extra=extra, write_predictions=write_predictions)
     print(f"wrote {os.path.join(out_dir, 'summary.json')}, per_volume.csv, predictions/, plots/")

@@ -1,47 +1,44 @@
 #!/usr/bin/env bash
-# Reproduce the MedIA 2023 protocol for one dataset and label setting: preprocess, then for every
-# label combination run baseline -> pseudo-labels -> PLC (and, with METHODS including gcl_lcl, the
-# 2020 pre-training + fine-tuning) with the papers' iteration counts (--preset paper), evaluate on
-# the test patients, and end with our mean ± std beside the paper's number (evaluation.aggregate
-# --reference medIA2023). Meant for a GPU (README "GPU"); every stage resumes when rerun.
+# Reproduce the MedIA 2023 table for one dataset and label setting: preprocess, then for every label
+# combination the split has (e.g. ACDC tr8: c1..c3) and every seed run all six rows of the paper
+# (baseline, gcl_lcl, selftrain_gcl_lcl, plc_gcl_lcl, plc_intra, plc) with the release's behaviour and the
+# paper's iteration counts (--preset paper), evaluate on the test patients, and end with our mean ± std
+# beside the paper's number for every row (OUT/results/reference.md). Meant for a GPU (README "GPU");
+# every stage resumes when rerun. --dry_run prints the commands, the iterations and the projected hours
+# and runs nothing (RAW_DIR need not exist then).
 #
-#   scripts/reproduce.sh DATASET RAW_DIR OUT [TR] [COMBS]
+#   scripts/reproduce.sh [--dry_run] DATASET RAW_DIR OUT [TR]
 #     DATASET  acdc | prostate_md | mmwhs
 #     RAW_DIR  the data as its owners distribute it (README "Data"); LAYOUT=original_cropped or
 #              LAYOUT=ssl4mis_h5 reads the preprocessed ACDC copies instead
-#     OUT      output folder: OUT/prep (preprocessed), OUT/runs/<tr>_<comb>/..., OUT/results
-#     TR       label setting (default tr1); COMBS comma-separated combinations (default c1,c2,c3,c4,c5)
-#   Environment: METHODS (default baseline,plc), SEEDS (default 0), N4 (1: N4 bias correction),
-#   LAYOUT (default raw), PYTHON (default .venv/bin/python), EXTRA (flags for every stage,
-#   e.g. "--extra=--precision=mixed_bfloat16").
+#     OUT      output folder: OUT/prep (preprocessed), OUT/runs/<tr>_<comb>_s<seed>/..., OUT/results
+#     TR       label setting (default tr1)
+#   Environment: METHODS (default: the six rows; plc_plus adds the port's variant), SEEDS (default 0),
+#   COMBS (default: every combination of TR), N4 (1: N4 bias correction), LAYOUT (default raw),
+#   PYTHON (default .venv/bin/python), STEP_TIMES (measured step times for --dry_run, e.g. the JSON of
+#   scripts/gpu_smoke.sh), EXTRA (flags for every stage, e.g. "--extra=--precision=mixed_bfloat16").
 set -euo pipefail
+DRY=()
+if [ "${1:-}" = --dry_run ]; then DRY=(--dry_run); shift; fi
 if [ $# -lt 3 ]; then
-  sed -n '2,18p' "$0" >&2
+  sed -n '2,19p' "$0" >&2
   exit 2
 fi
-DATASET=$1 RAW=$2 OUT=$3 TR=${4:-tr1} COMBS=${5:-c1,c2,c3,c4,c5}
-METHODS=${METHODS:-baseline,plc} SEEDS=${SEEDS:-0} LAYOUT=${LAYOUT:-raw} PYTHON=${PYTHON:-.venv/bin/python}
+DATASET=$1 RAW=$2 OUT=$3 TR=${4:-tr1}
+SEEDS=${SEEDS:-0} LAYOUT=${LAYOUT:-raw} PYTHON=${PYTHON:-.venv/bin/python}
 case "$DATASET" in acdc|prostate_md|mmwhs) ;; *) echo "DATASET: $DATASET is not acdc, prostate_md or mmwhs" >&2; exit 2;; esac
-[ -d "$RAW" ] || { echo "RAW_DIR: $RAW is not a directory" >&2; exit 2; }
+[ ${#DRY[@]} -gt 0 ] || [ -d "$RAW" ] || { echo "RAW_DIR: $RAW is not a directory" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 PREP="$OUT/prep"
-if [ ! -f "$PREP/dataset.json" ]; then
+if [ ${#DRY[@]} -eq 0 ] && [ ! -f "$PREP/dataset.json" ]; then
   n4=(); [ "${N4:-0}" = 1 ] && n4=(--n4)
   "$PYTHON" -m data.preprocess --dataset "$DATASET" --layout "$LAYOUT" --raw_dir "$RAW" --out_dir "$PREP" "${n4[@]}"
 fi
-missing=()
-[ "$LAYOUT" = original_cropped ] && missing=(--allow_missing)  # patient 090 is absent from that copy
-workdirs=()
-for seed in ${SEEDS//,/ }; do
-  for comb in ${COMBS//,/ }; do
-    runs="$OUT/runs/${TR}_${comb}_s${seed}"
-    "$PYTHON" run_pipeline.py --dataset "$DATASET" --data_dir "$PREP" --out_dir "$runs" --preset paper \
-      --no_of_tr_imgs "$TR" --comb_tr_imgs "$comb" --methods "$METHODS" --seed "$seed" ${EXTRA:-} "${missing[@]}"
-    for m in ${METHODS//,/ }; do
-      case $m in baseline) workdirs+=("baseline=$runs/baseline");; plc) workdirs+=("plc=$runs/plc");;
-                 gcl_lcl) workdirs+=("gcl_lcl=$runs/gcl_lcl_ft");; esac
-    done
-  done
-done
-"$PYTHON" -m evaluation.aggregate --out "$OUT/results" --reference medIA2023 "${workdirs[@]}"
+opts=(--dataset "$DATASET" --data_dir "$PREP" --out_dir "$OUT" --no_of_tr_imgs "$TR" --seeds "$SEEDS")
+[ -n "${METHODS:-}" ] && opts+=(--methods "$METHODS")
+[ -n "${COMBS:-}" ] && opts+=(--combs "$COMBS")
+[ -n "${STEP_TIMES:-}" ] && opts+=(--step_times "$STEP_TIMES")
+[ "$LAYOUT" = original_cropped ] && opts+=(--allow_missing)  # patient 090 is absent from that copy
+# shellcheck disable=SC2086  # EXTRA holds several flags
+"$PYTHON" -m training.reproduction "${opts[@]}" ${EXTRA:-} "${DRY[@]}"

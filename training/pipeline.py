@@ -99,6 +99,8 @@ class PipelineOptions:
             (``evaluate.py --allow_missing``; e.g. patient 090 of the originals' cropped ACDC copy).
         in_process: run the stages and evaluations in this process (one TensorFlow start instead
             of one per stage: ~5-10 s saved per stage on 2 CPU cores) instead of as subprocesses.
+        pretrain_dir: where the GCL / LCL pre-training workdirs go (default ``out_dir``); they do not
+            depend on the labeled set, so the label combinations of one seed can share them.
     """
 
     dataset: str
@@ -120,6 +122,7 @@ class PipelineOptions:
     extra: tuple[str, ...] = ()
     in_process: bool = False
     allow_missing: bool = False
+    pretrain_dir: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +316,7 @@ def plan_stages(opts: PipelineOptions) -> tuple[list[Stage], dict[str, Path]]:
 
     def add(title: str, name: str, script: str, args: Sequence[str], sources: Sequence[Path], kind: str,
             iterations: int) -> Path:
-        wd = out / name
+        wd = (Path(opts.pretrain_dir) if opts.pretrain_dir and kind in ("global", "local") else out) / name
         extra = tuple(a for a in opts.extra if script in _scripts_defining(a))
         stages.setdefault(wd, Stage(title, wd, script, (f"--workdir={wd}", *args, *extra), tuple(sources),
                                     kind, iterations))
