@@ -22,10 +22,9 @@ Definitions (A = ground-truth voxels of a class, B = predicted voxels of that cl
   differ otherwise, e.g. for a small structure against a large one, where the pooled set is
   dominated by the larger surface; max-of-directed is then the larger one (usually, not always:
   with interpolated percentiles of small sets the pooled value can exceed it, e.g. d(A->B) =
-  [2, 2, 2, 4], d(B->A) = [0, 4] gives pooled 4.0, max-of-directed 3.8).
-  :func:`volume_metrics` reports both (``hd95_*`` pooled,
-  ``hd95_max_*`` max-of-directed), reduced from the same two directed distance arrays (one pair of
-  distance transforms per structure and unit).
+  [2, 2, 2, 4], d(B->A) = [0, 4] gives pooled 4.0, max-of-directed 3.8). :func:`volume_metrics`
+  reports both (``hd95_*`` pooled, ``hd95_max_*`` max-of-directed), reduced from the same two
+  directed distance arrays (one pair of distance transforms per structure and unit).
 * ASSD = mean of both directed sets concatenated, as ``medpy.metric.binary.assd``.
 * Empty masks (every surface metric, both HD95 definitions alike): both empty -> NaN (no surface to
   compare; excluded from means); exactly one empty -> ``inf`` (the distance to an empty set is
@@ -153,8 +152,6 @@ def _symmetric_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] 
 
 
 HD95_METHODS = ("pooled", "max_directed")
-
-
 HD95_COLUMNS = {"pooled": "hd95", "max_directed": "hd95_max"}  # method -> metric-name stem (+ "_mm" / "_vox")
 
 

@@ -123,7 +123,7 @@ def _cell(stat: dict[str, Any], digits: int) -> str:
 
 def format_table(summary: dict[str, Any]) -> str:
     """A plain-text table: one row per structure plus ``mean``; columns Dice, HD95 (pooled and
-    max-of-directed) / ASSD in mm and voxels, a legend line naming the two HD95 definitions.
+    max-of-directed) / ASSD in mm and voxels, then legend lines naming the two HD95 definitions.
 
     The summary's ``surface_note`` (written by the evaluator when HD95 / ASSD are in pixels only, or
     only for some volumes) is printed under the table. Summaries written before the max-of-directed
