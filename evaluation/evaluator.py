@@ -2,7 +2,8 @@
 
 Output folder layout (``evaluate.py --out_dir``, default ``<workdir>/eval_<split>``)::
 
-    per_volume.csv          one row per volume: Dice, HD95 / ASSD in mm and in voxels per structure
+    per_volume.csv          one row per volume: Dice, HD95 (pooled = medpy: hd95_*, max-of-directed = MONAI:
+                            hd95_max_*) / ASSD in mm and in voxels per structure
     summary.json            mean ± std over volumes per structure and overall (evaluation.report)
     predictions/<id>.nii.gz int16 labels on the native grid, affine and header of native_label.nii.gz
     plots/dice_boxplot.png  per-structure Dice box plot
@@ -136,7 +137,8 @@ def present_ids(data_dir: str | os.PathLike, ids: Sequence[str], allow_missing: 
 PROTOCOL = ("native grid (undo crop/pad, linear resize of probabilities, argmax); Dice per class over the 3-D "
             "volume; NaN (absent from GT and prediction) excluded; surface distances in mm with the voxel spacing "
             "recorded at preprocessing (voxels only when it is unknown), inf when one mask is empty, means over "
-            "finite values")
+            "finite values; HD95 pooled (medpy, hd95_*) and max-of-directed (MONAI, hd95_max_*) from the same "
+            "directed distances")
 
 
 def _method_label(workdir: str | None) -> str:

@@ -13,16 +13,22 @@ Definitions (A = ground-truth voxels of a class, B = predicted voxels of that cl
   ``scipy.ndimage.distance_transform_edt(~S(B), sampling=spacing)``.
 * HD95 (default ``method="pooled"``) = 95th percentile (linear interpolation, ``numpy.percentile``)
   of the two directed sets pooled into one (concatenated, duplicates kept),
-  ``P95(d(S(A)->S(B)) ⊎ d(S(B)->S(A)))``, as ``medpy.metric.binary.hd95``. This is NOT MONAI's
-  definition: MONAI's ``HausdorffDistanceMetric(percentile=95)`` takes the larger of the two
-  directed 95th percentiles, ``max(P95(d(S(A)->S(B))), P95(d(S(B)->S(A))))``; that reduction of the
-  same directed sets is offered as ``method="max_directed"``.
+  ``P95(d(S(A)->S(B)) ⊎ d(S(B)->S(A)))``, as ``medpy.metric.binary.hd95`` (what SSL4MIS-style
+  papers report). This is NOT MONAI's definition: MONAI's ``HausdorffDistanceMetric(percentile=95)``
+  (what MONAI- and many nnU-Net-based papers report) takes the larger of the two directed 95th
+  percentiles, ``max(P95(d(S(A)->S(B))), P95(d(S(B)->S(A))))``; that reduction of the same
+  directed sets is offered as ``method="max_directed"``.
   The two agree when both directed sets have the same distribution (e.g. parallel planes) and
   differ otherwise, e.g. for a small structure against a large one, where the pooled set is
-  dominated by the larger surface.
+  dominated by the larger surface; max-of-directed is then the larger one (usually, not always:
+  with interpolated percentiles of small sets the pooled value can exceed it, e.g. d(A->B) =
+  [2, 2, 2, 4], d(B->A) = [0, 4] gives pooled 4.0, max-of-directed 3.8). :func:`volume_metrics`
+  reports both (``hd95_*`` pooled, ``hd95_max_*`` max-of-directed), reduced from the same two
+  directed distance arrays (one pair of distance transforms per structure and unit).
 * ASSD = mean of both directed sets concatenated, as ``medpy.metric.binary.assd``.
-* Empty masks: both empty -> NaN (no surface to compare; excluded from means);
-  exactly one empty -> ``inf`` (the distance to an empty set is unbounded).
+* Empty masks (every surface metric, both HD95 definitions alike): both empty -> NaN (no surface to
+  compare; excluded from means); exactly one empty -> ``inf`` (the distance to an empty set is
+  unbounded).
   Reports average the finite values only and give their count, so missed structures stay visible
   (their Dice is 0).
 """
@@ -146,10 +152,20 @@ def _symmetric_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] 
 
 
 HD95_METHODS = ("pooled", "max_directed")
+HD95_COLUMNS = {"pooled": "hd95", "max_directed": "hd95_max"}  # method -> metric-name stem (+ "_mm" / "_vox")
 
 
 def _hd95_of(d_ab: np.ndarray, d_ba: np.ndarray, method: str) -> float:
-    """HD95 of two non-empty directed distance sets by ``method`` (see the module doc)."""
+    """HD95 of two non-empty directed distance sets by ``method`` (see the module doc).
+
+    ``pooled``: ``P95(d_ab ⊎ d_ba)``; ``max_directed``: ``max(P95(d_ab), P95(d_ba))``; P95 is
+    ``numpy.percentile(·, 95)`` with linear interpolation.
+
+    Args:
+        d_ab: ``(Na,)`` distances from the surface voxels of A to S(B).
+        d_ba: ``(Nb,)`` distances from the surface voxels of B to S(A).
+        method: one of ``HD95_METHODS``.
+    """
     if method == "pooled":
         return float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
     return float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))  # max_directed
@@ -203,17 +219,33 @@ def assd(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
     return both if isinstance(both, float) else float(both.mean())
 
 
-METRIC_NAMES = ("dice", "hd95_mm", "assd_mm", "hd95_vox", "assd_vox")
-SURFACE_MM = ("hd95_mm", "assd_mm")
+METRIC_NAMES = ("dice", "hd95_mm", "hd95_max_mm", "assd_mm", "hd95_vox", "hd95_max_vox", "assd_vox")
+SURFACE_MM = ("hd95_mm", "hd95_max_mm", "assd_mm")
+_POOLED = ("P95 of both directed surface-distance sets pooled; medpy.metric.binary.hd95, what "
+           "SSL4MIS-style papers report")
+_MAX = ("max of the two directed P95; MONAI HausdorffDistanceMetric(percentile=95), what MONAI- and "
+        "many nnU-Net-based papers report")
+METRIC_DEFINITIONS = {
+    "dice": "2|A∩B| / (|A|+|B|) per class over the 3-D volume",
+    "hd95_mm": f"HD95 in mm, {_POOLED}",
+    "hd95_max_mm": f"HD95 in mm, {_MAX}",
+    "assd_mm": "mean of both directed surface-distance sets, mm; medpy.metric.binary.assd",
+    "hd95_vox": f"HD95 in voxels, {_POOLED}",
+    "hd95_max_vox": f"HD95 in voxels, {_MAX}",
+    "assd_vox": "mean of both directed surface-distance sets, voxels; medpy.metric.binary.assd",
+}
 
 
 @dataclass(frozen=True)
 class VolumeMetrics:
     """Per-class metrics of one volume; every array is ``(C,)`` with index = class (0 = background).
 
-    Surface metrics of the background class are not computed (NaN). The ``*_mm`` metrics are NaN
-    for every class when the voxel spacing is unknown (never computed as if voxels were 1 mm).
-    ``assd_vox`` defaults to NaN for callers that build the record without it.
+    ``hd95_*`` is the pooled HD95 (medpy), ``hd95_max_*`` the max-of-directed one (MONAI); see the
+    module doc. Surface metrics of the background class are not computed (NaN). The ``*_mm``
+    metrics are NaN for every class when the voxel spacing is unknown (never computed as if voxels
+    were 1 mm). ``assd_vox``, ``hd95_max_mm`` and ``hd95_max_vox`` default to NaN for callers that
+    build the record without them (fields after ``hd95_vox`` are keyword-or-trailing, so positional
+    construction of the first four keeps working).
     """
 
     dice: np.ndarray
@@ -221,10 +253,13 @@ class VolumeMetrics:
     assd_mm: np.ndarray
     hd95_vox: np.ndarray
     assd_vox: np.ndarray | None = None
+    hd95_max_mm: np.ndarray | None = None
+    hd95_max_vox: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.assd_vox is None:
-            object.__setattr__(self, "assd_vox", np.full(np.shape(self.dice), np.nan))
+        for name in ("assd_vox", "hd95_max_mm", "hd95_max_vox"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(np.shape(self.dice), np.nan))
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The metrics by name (keys of ``METRIC_NAMES``)."""
@@ -233,7 +268,13 @@ class VolumeMetrics:
 
 def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: Sequence[float] | None,
                    surface: bool = True) -> VolumeMetrics:
-    """Dice for all classes; HD95 / ASSD in mm and in voxels for the foreground classes.
+    """Dice for all classes; HD95 (both definitions) / ASSD in mm and in voxels for the foreground classes.
+
+    Per foreground class and unit, :func:`surface_distances` runs once (two distance transforms);
+    ``hd95_*`` = ``P95(d_ab ⊎ d_ba)`` (pooled, medpy), ``hd95_max_*`` = ``max(P95(d_ab), P95(d_ba))``
+    (MONAI) and ``assd_*`` = ``mean(d_ab ⊎ d_ba)`` are all reduced from that one pair of arrays.
+    Empty-mask rules, identical for every surface metric: GT and prediction both empty -> NaN,
+    exactly one empty -> inf; background -> NaN; ``*_mm`` -> NaN when ``spacing`` is None.
 
     Args:
         gt: integer ground truth ``(H0, W0, D)`` at native resolution.
@@ -259,15 +300,15 @@ def volume_metrics(gt: np.ndarray, pred: np.ndarray, num_classes: int, spacing: 
             a = gt == c
             b = pred == c
             rule = _empty_rule(a, b)
-            if rule is not None:
-                out["hd95_vox"][c] = out["assd_vox"][c] = rule
-                if spacing is not None:
-                    out["hd95_mm"][c] = out["assd_mm"][c] = rule
-                continue
             units = (("mm", spacing), ("vox", None)) if spacing is not None else (("vox", None),)
             for unit, sampling in units:
-                d_ab, d_ba = surface_distances(a, b, sampling)
-                out[f"hd95_{unit}"][c] = _hd95_of(d_ab, d_ba, "pooled")
+                if rule is not None:  # NaN / inf for HD95 (both definitions) and ASSD alike
+                    for stem in (*HD95_COLUMNS.values(), "assd"):
+                        out[f"{stem}_{unit}"][c] = rule
+                    continue
+                d_ab, d_ba = surface_distances(a, b, sampling)  # (Na,), (Nb,): the only distance pass
+                for method, stem in HD95_COLUMNS.items():
+                    out[f"{stem}_{unit}"][c] = _hd95_of(d_ab, d_ba, method)
                 out[f"assd_{unit}"][c] = np.concatenate([d_ab, d_ba]).mean()
     return VolumeMetrics(dice=dice, **out)
 

@@ -5,7 +5,10 @@ Conventions (Chaitanya protocol, DESIGN.md "Evaluation conventions"):
   from both GT and prediction) and, for the surface metrics, ignoring inf (one mask empty);
 * summary statistics are taken over volumes: mean and population standard deviation (``ddof=0``)
   of the finite values, with ``n`` (volumes that have a finite value) and ``n_inf`` (volumes where
-  the structure was missed or hallucinated, surface distance infinite).
+  the structure was missed or hallucinated, surface distance infinite);
+* HD95 comes in both published definitions: ``hd95_mm`` / ``hd95_vox`` pooled (medpy, SSL4MIS-style
+  papers) and ``hd95_max_mm`` / ``hd95_max_vox`` max-of-directed (MONAI, many nnU-Net-based papers);
+  ``summary.json`` spells them out in ``metric_definitions`` and the table names them in a legend.
 """
 from __future__ import annotations
 
@@ -19,10 +22,15 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_write_json, atomic_write_text
-from evaluation.metrics import METRIC_NAMES, VolumeMetrics, foreground_mean
+from evaluation.metrics import METRIC_DEFINITIONS, METRIC_NAMES, VolumeMetrics, foreground_mean
 
-METRIC_LABELS = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)", "hd95_vox": "HD95 (vox)",
+METRIC_LABELS = {"dice": "Dice", "hd95_mm": "HD95 medpy (mm)", "hd95_max_mm": "HD95 MONAI (mm)",
+                 "assd_mm": "ASSD (mm)", "hd95_vox": "HD95 medpy (vox)", "hd95_max_vox": "HD95 MONAI (vox)",
                  "assd_vox": "ASSD (vox)"}
+HD95_LEGEND = ("HD95 medpy: P95 of both directed surface distances pooled (medpy.metric.binary.hd95; "
+               "SSL4MIS-style papers)\n"
+               "HD95 MONAI: max of the two directed P95 (MONAI HausdorffDistanceMetric; MONAI- and many "
+               "nnU-Net-based papers)")
 
 
 def per_volume_rows(ids: Sequence[str], results: Sequence[VolumeMetrics],
@@ -85,17 +93,23 @@ def summarize(ids: Sequence[str], results: Sequence[VolumeMetrics], struct_names
 
     Returns:
         ``{"n_volumes", "ids", "structures": {struct: {metric: {"mean","std","n","n_inf"}}},
-        "overall": {metric: {...}}, "std": "population (ddof=0) over volumes", ...extra}``.
+        "overall": {metric: {...}}, "std": "population (ddof=0) over volumes",
+        "metric_definitions": {metric: text}, ...extra}`` with every metric of ``METRIC_NAMES``
+        (both HD95 definitions).
     """
     rows = per_volume_rows(ids, results, struct_names)
     summary: dict[str, Any] = dict(extra or {})
     summary["n_volumes"] = len(rows)
     summary["ids"] = list(ids)
     summary["std"] = "population standard deviation (ddof=0) over volumes"
+    summary["metric_definitions"] = dict(METRIC_DEFINITIONS)
     summary["structures"] = {
         s: {name: _stats([r[f"{name}_{s}"] for r in rows]) for name in METRIC_NAMES} for s in struct_names}
     summary["overall"] = {name: _stats([r[f"{name}_mean"] for r in rows]) for name in METRIC_NAMES}
     return summary
+
+
+_MISSING: dict[str, Any] = {"mean": None}  # a metric absent from an older summary
 
 
 def _cell(stat: dict[str, Any], digits: int) -> str:
@@ -108,20 +122,21 @@ def _cell(stat: dict[str, Any], digits: int) -> str:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """A plain-text table: one row per structure plus ``mean``; columns Dice, HD95 / ASSD in mm and voxels.
+    """A plain-text table: one row per structure plus ``mean``; columns Dice, HD95 (pooled and
+    max-of-directed) / ASSD in mm and voxels, then legend lines naming the two HD95 definitions.
 
     The summary's ``surface_note`` (written by the evaluator when HD95 / ASSD are in pixels only, or
-    only for some volumes) is printed under the table.
+    only for some volumes) is printed under the table. Summaries written before the max-of-directed
+    HD95 existed show ``n/a`` in its columns.
     """
     header = ["structure"] + [METRIC_LABELS[m] for m in METRIC_NAMES]
     lines = [header]
-    for struct, stats in summary["structures"].items():
-        lines.append([struct] + [_cell(stats[m], 3 if m == "dice" else 2) for m in METRIC_NAMES])
-    lines.append(["mean"] + [_cell(summary["overall"][m], 3 if m == "dice" else 2) for m in METRIC_NAMES])
+    for struct, stats in [*summary["structures"].items(), ("mean", summary["overall"])]:
+        lines.append([struct] + [_cell(stats.get(m, _MISSING), 3 if m == "dice" else 2) for m in METRIC_NAMES])
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
-    text = "\n".join(out) + f"\n({summary['n_volumes']} volumes; mean ± std over volumes)"
+    text = "\n".join(out) + f"\n({summary['n_volumes']} volumes; mean ± std over volumes)\n{HD95_LEGEND}"
     grid = summary.get("evaluation_grid")
     if grid and not str(grid).startswith("native grid"):
         text += f"\nscored on {grid}"

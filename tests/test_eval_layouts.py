@@ -58,12 +58,14 @@ def test_evaluation_on_h5_data_reports_pixels_only(tmp_path):
     assert summary["overall"]["dice"]["mean"] > 0.9  # scored on the h5 grid
     assert summary["overall"]["hd95_mm"]["mean"] is None and summary["overall"]["assd_mm"]["mean"] is None
     assert summary["overall"]["hd95_vox"]["mean"] is not None and summary["overall"]["assd_vox"]["n"] == 2
+    assert summary["overall"]["hd95_max_mm"]["mean"] is None and summary["overall"]["hd95_max_vox"]["n"] == 2
     assert summary["surface_distance_units"] == "voxels only" and "SSL4MIS h5 grid" in summary["evaluation_grid"]
     table = report.format_table(summary)
     assert "HD95/ASSD in pixels (voxels) only" in table and "scored on the SSL4MIS h5 grid" in table
     assert "ASSD (vox)" in table.splitlines()[0]
     row = next(csv.DictReader((tmp_path / "ev" / "per_volume.csv").read_text().splitlines()))
     assert row["hd95_mm_lv"] == "nan" and math.isfinite(float(row["hd95_vox_lv"]))
+    assert row["hd95_max_mm_lv"] == "nan" and math.isfinite(float(row["hd95_max_vox_lv"]))
 
 
 def test_evaluation_mixed_and_known_spacing(tmp_path):

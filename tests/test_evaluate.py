@@ -127,6 +127,12 @@ def test_run_evaluation_surface_metrics_use_header_spacing(tmp_path, data_dir, c
     assert len(set(spacing)) == 3  # anisotropic: voxel units would give other numbers
     gt = np.asarray(native.dataobj)
     pred = np.asarray(nib.load(str(tmp_path / "ev" / "predictions" / f"{vid}.nii.gz")).dataobj)
+    directed = getattr(medpy_binary, "__surface_distances")  # medpy's own directed distances (module-private)
+
+    def monai_hd95(a, b, sampling=None):  # MONAI's definition: the larger of the two directed P95
+        return max(np.percentile(directed(a, b, sampling), 95), np.percentile(directed(b, a, sampling), 95))
+
+    differ = 0
     for c, s in enumerate(cfg.struct_names, start=1):
         a, b = pred == c, gt == c
         hd_mm = medpy_binary.hd95(a, b, voxelspacing=spacing)
@@ -135,6 +141,12 @@ def test_run_evaluation_surface_metrics_use_header_spacing(tmp_path, data_dir, c
         assert float(row[f"assd_mm_{s}"]) == pytest.approx(medpy_binary.assd(a, b, voxelspacing=spacing), abs=1e-5)
         assert float(row[f"hd95_vox_{s}"]) == pytest.approx(medpy_binary.hd95(a, b), abs=1e-5)
         assert summary["structures"][s]["hd95_mm"]["mean"] == pytest.approx(hd_mm, abs=1e-9)
+        max_mm = monai_hd95(a, b, spacing)
+        assert float(row[f"hd95_max_mm_{s}"]) == pytest.approx(max_mm, abs=1e-5)
+        assert float(row[f"hd95_max_vox_{s}"]) == pytest.approx(monai_hd95(a, b), abs=1e-5)
+        assert summary["structures"][s]["hd95_max_mm"]["mean"] == pytest.approx(max_mm, abs=1e-9)
+        differ += abs(max_mm - hd_mm) > 1e-3
+    assert differ  # the two definitions give different numbers on this prediction
     assert float(row["hd95_mm_lv"]) != pytest.approx(float(row["hd95_vox_lv"]))
 
 
@@ -190,6 +202,13 @@ def test_evaluate_script(tmp_path, data_dir):
     assert (out / "plots" / "overlay_027.png").is_file()
     assert len(list((out / "predictions").glob("*.nii.gz"))) == 4
     assert "mean" in proc.stdout and "Dice" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("structure"))
+    assert "HD95 medpy (mm)" in header and "HD95 MONAI (mm)" in header and "HD95 MONAI (vox)" in header
+    assert "HD95 MONAI: max of the two directed P95" in proc.stdout  # the legend names both definitions
+    assert {"hd95_mm", "hd95_max_mm", "hd95_vox", "hd95_max_vox"} <= set(summary["overall"])
+    assert "MONAI" in summary["metric_definitions"]["hd95_max_mm"]
+    row = next(csv.DictReader((out / "per_volume.csv").read_text().splitlines()))
+    assert {"hd95_mm_lv", "hd95_max_mm_lv", "hd95_vox_mean", "hd95_max_vox_mean"} <= set(row)
     assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
     meta = json.loads((tmp_path / "export" / "1" / "assets.extra" / "plc_metadata.json").read_text())
     assert meta["dataset"] == "synthetic" and meta["num_classes"] == 4 and meta["n4"] is False

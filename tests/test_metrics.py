@@ -251,12 +251,71 @@ def test_volume_metrics_multiclass():
     assert m.hd95_mm[1] == pytest.approx(metrics.hd95(gt == 1, pred == 1, spacing))
     assert m.assd_mm[1] == pytest.approx(metrics.assd(gt == 1, pred == 1, spacing))
     assert m.hd95_vox[1] == pytest.approx(metrics.hd95(gt == 1, pred == 1))
-    assert m.hd95_mm[2] == np.inf and m.hd95_mm[3] == np.inf
-    assert np.isnan(m.hd95_mm[4]) and np.isnan(m.dice[4])
+    d_ab = _directed_reference(gt == 1, pred == 1, np.asarray(spacing))
+    d_ba = _directed_reference(pred == 1, gt == 1, np.asarray(spacing))
+    assert m.hd95_mm[1] == pytest.approx(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+    assert m.hd95_max_mm[1] == pytest.approx(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))
+    assert m.hd95_max_vox[1] == pytest.approx(metrics.hd95(gt == 1, pred == 1, method="max_directed"))
+    for name in ("hd95_mm", "hd95_max_mm", "assd_mm", "hd95_vox", "hd95_max_vox", "assd_vox"):
+        values = getattr(m, name)
+        assert np.isnan(values[0]), name  # background not scored
+        assert values[2] == np.inf and values[3] == np.inf, name  # missed / hallucinated
+        assert np.isnan(values[4]), name  # absent from both
+    assert np.isnan(m.dice[4])
     assert metrics.foreground_mean(m.hd95_mm, finite_only=True) == pytest.approx(m.hd95_mm[1])
     fast = metrics.volume_metrics(gt, pred, 5, spacing, surface=False)
     np.testing.assert_array_equal(fast.dice, m.dice)
-    assert np.all(np.isnan(fast.hd95_mm))
+    assert all(np.all(np.isnan(getattr(fast, name))) for name in metrics.METRIC_NAMES[1:])
+
+
+def test_volume_metrics_both_hd95_hand_computed():
+    # Class 1 lies on one column (x=1, y=1) of a 3 x 3 x 7 volume, so every voxel is its own surface
+    # and all distances run along z: GT A = z {0, 1, 2}, prediction B = z {0, 6}.
+    #   d(A->B) = [0, 1, 2] slices, d(B->A) = [0, 4] slices.
+    #   pooled  P95([0, 0, 1, 2, 4]): position 0.95*4 = 3.8 -> 2 + 0.8*(4-2) = 3.6 slices
+    #   MONAI   max(P95([0, 1, 2]), P95([0, 4])) = max(1 + 0.9*1, 0 + 0.95*4) = max(1.9, 3.8) = 3.8 slices
+    #   ASSD    (0+1+2+0+4)/5 = 1.4 slices
+    # With 2.5 mm slices: 9.0, 9.5 and 3.5 mm. Class 2 is missed (inf), class 3 absent from both (NaN).
+    gt = np.zeros((3, 3, 7), np.int16)
+    pred = np.zeros_like(gt)
+    gt[1, 1, [0, 1, 2]] = 1
+    pred[1, 1, [0, 6]] = 1
+    gt[0, 0, 4] = 2
+    m = metrics.volume_metrics(gt, pred, 4, (0.7, 0.9, 2.5))
+    assert m.hd95_mm[1] == pytest.approx(9.0) and m.hd95_max_mm[1] == pytest.approx(9.5)
+    assert m.hd95_vox[1] == pytest.approx(3.6) and m.hd95_max_vox[1] == pytest.approx(3.8)
+    assert m.assd_mm[1] == pytest.approx(3.5) and m.assd_vox[1] == pytest.approx(1.4)
+    assert m.hd95_mm[2] == m.hd95_max_mm[2] == m.hd95_max_vox[2] == np.inf
+    assert np.isnan(m.hd95_max_mm[3]) and np.isnan(m.hd95_max_vox[3]) and np.isnan(m.hd95_max_mm[0])
+    vox_only = metrics.volume_metrics(gt, pred, 4, None)  # unknown spacing: both mm columns NaN
+    assert np.all(np.isnan(vox_only.hd95_mm)) and np.all(np.isnan(vox_only.hd95_max_mm))
+    assert vox_only.hd95_vox[1] == pytest.approx(3.6) and vox_only.hd95_max_vox[1] == pytest.approx(3.8)
+    # the metrics module agrees with the standalone function of each definition
+    assert metrics.hd95(gt == 1, pred == 1, (0.7, 0.9, 2.5), method="max_directed") == pytest.approx(9.5)
+    assert metrics.hd95(gt == 1, pred == 1, (0.7, 0.9, 2.5)) == pytest.approx(9.0)
+
+
+def test_volume_metrics_one_distance_pass_per_unit(monkeypatch):
+    """Both HD95 definitions and ASSD come from one pair of distance transforms per structure and unit."""
+    calls = []
+    edt = ndimage.distance_transform_edt
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("sampling"))
+        return edt(*args, **kwargs)
+
+    monkeypatch.setattr(metrics.ndimage, "distance_transform_edt", counting)
+    gt = np.zeros((10, 9, 4), np.int16)
+    pred = np.zeros_like(gt)
+    gt[2:6, 2:7, 1:3] = 1
+    pred[3:7, 2:6, 1:4] = 1
+    gt[8, 8, 0] = 2  # missed: inf by rule, no distance transform
+    m = metrics.volume_metrics(gt, pred, 4, (1.0, 1.5, 4.0))
+    assert len(calls) == 4  # class 1 only: (S(B), S(A)) in mm, then in voxels
+    assert m.hd95_max_mm[1] > 0 and m.hd95_max_vox[1] > 0
+    calls.clear()
+    metrics.volume_metrics(gt, pred, 4, None)
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (1.0, 0.0, 1.0), (1.0, float("nan"), 2.0)])

@@ -20,18 +20,20 @@ NAN, INF = float("nan"), float("inf")
 STRUCTS = ("RV", "Myo", "LV")
 
 
-def _vm(dice, hd, assd=None, hdv=None):
+def _vm(dice, hd, assd=None, hdv=None, hd_max=None):
     hd = np.array([NAN] + list(hd))
+    hd_max = np.array([NAN] + list(hd_max)) if hd_max else hd * 2
     return VolumeMetrics(dice=np.array([0.99] + list(dice)), hd95_mm=hd,
                          assd_mm=np.array([NAN] + list(assd)) if assd else hd / 2,
-                         hd95_vox=np.array([NAN] + list(hdv)) if hdv else hd / 1.5)
+                         hd95_vox=np.array([NAN] + list(hdv)) if hdv else hd / 1.5,
+                         hd95_max_mm=hd_max, hd95_max_vox=hd_max / 1.5)
 
 
 def _results():
     return ["001", "002", "003"], [
-        _vm([0.8, 0.6, 0.9], [4.0, 6.0, 2.0]),
-        _vm([0.7, NAN, 0.5], [8.0, NAN, 3.0]),  # Myo absent from GT and prediction
-        _vm([0.0, 0.4, 0.6], [INF, 5.0, 1.0]),  # RV missed
+        _vm([0.8, 0.6, 0.9], [4.0, 6.0, 2.0], hd_max=[5.0, 6.0, 7.0]),
+        _vm([0.7, NAN, 0.5], [8.0, NAN, 3.0], hd_max=[9.0, NAN, 3.0]),  # Myo absent from GT and prediction
+        _vm([0.0, 0.4, 0.6], [INF, 5.0, 1.0], hd_max=[INF, 5.0, 2.0]),  # RV missed
     ]
 
 
@@ -42,9 +44,14 @@ def test_per_volume_rows_and_means():
     assert rows[0]["dice_mean"] == pytest.approx((0.8 + 0.6 + 0.9) / 3)
     assert rows[1]["dice_mean"] == pytest.approx((0.7 + 0.5) / 2)  # NaN excluded
     assert rows[2]["hd95_mm_mean"] == pytest.approx((5.0 + 1.0) / 2)  # inf excluded
+    assert rows[2]["hd95_max_mm_mean"] == pytest.approx((5.0 + 2.0) / 2)  # inf excluded
+    assert rows[0]["hd95_max_mm_LV"] == 7.0 and rows[0]["hd95_max_vox_LV"] == pytest.approx(7.0 / 1.5)
+    assert list(rows[0])[1:] == [f"{m}_{s}" for m in ("dice", "hd95_mm", "hd95_max_mm", "assd_mm", "hd95_vox",
+                                                      "hd95_max_vox", "assd_vox") for s in (*STRUCTS, "mean")]
     text = report.rows_to_csv(rows)
     parsed = list(csv.DictReader(text.splitlines()))
     assert parsed[1]["dice_Myo"] == "nan" and parsed[2]["hd95_mm_RV"] == "inf"
+    assert parsed[1]["hd95_max_mm_Myo"] == "nan" and parsed[2]["hd95_max_mm_RV"] == "inf"
     assert float(parsed[0]["dice_LV"]) == pytest.approx(0.9)
 
 
@@ -58,6 +65,14 @@ def test_summary_stats(tmp_path):
     assert rv["dice"]["mean"] == pytest.approx(0.5)
     assert rv["dice"]["std"] == pytest.approx(np.std([0.8, 0.7, 0.0]))
     assert rv["hd95_mm"] == {"mean": pytest.approx(6.0), "std": pytest.approx(2.0), "n": 2, "n_inf": 1}
+    assert rv["hd95_max_mm"] == {"mean": pytest.approx(7.0), "std": pytest.approx(2.0), "n": 2, "n_inf": 1}
+    lv_max = [7.0, 3.0, 2.0]
+    assert loaded["structures"]["LV"]["hd95_max_vox"]["mean"] == pytest.approx(np.mean(lv_max) / 1.5)
+    vol_max = [6.0, 6.0, 3.5]  # per-volume foreground means of hd95_max_mm (NaN, inf left out)
+    assert loaded["overall"]["hd95_max_mm"]["mean"] == pytest.approx(np.mean(vol_max))
+    assert loaded["overall"]["hd95_max_mm"]["std"] == pytest.approx(np.std(vol_max))
+    assert "MONAI" in loaded["metric_definitions"]["hd95_max_mm"]
+    assert "medpy" in loaded["metric_definitions"]["hd95_mm"] and "SSL4MIS" in loaded["metric_definitions"]["hd95_vox"]
     assert loaded["structures"]["Myo"]["dice"]["n"] == 2
     vol_means = [np.mean([0.8, 0.6, 0.9]), np.mean([0.7, 0.5]), np.mean([0.0, 0.4, 0.6])]
     assert loaded["overall"]["dice"]["mean"] == pytest.approx(np.mean(vol_means))
@@ -66,7 +81,27 @@ def test_summary_stats(tmp_path):
     assert (tmp_path / "per_volume.csv").read_text().startswith("id,dice_RV,dice_Myo,dice_LV,dice_mean,")
     table = report.format_table(loaded)
     assert "RV" in table and "(1 inf)" in table and "0.500 ± " in table
-    assert table.splitlines()[-2].startswith("mean")
+    lines = table.splitlines()
+    assert lines[2 + len(STRUCTS)].startswith("mean") and "7.00 ± 2.00 (1 inf)" in lines[2]
+    assert lines[0].split() == ["structure", "Dice", "HD95", "medpy", "(mm)", "HD95", "MONAI", "(mm)", "ASSD", "(mm)",
+                                "HD95", "medpy", "(vox)", "HD95", "MONAI", "(vox)", "ASSD", "(vox)"]
+    assert table.endswith("mean ± std over volumes)\n" + report.HD95_LEGEND)
+    assert "medpy" in lines[-2] and "SSL4MIS" in lines[-2] and "MONAI" in lines[-1] and "nnU-Net" in lines[-1]
+
+
+def test_records_and_summaries_without_the_max_definition():
+    # a VolumeMetrics built without hd95_max_* (older callers) gets NaN, not an error ...
+    res = [VolumeMetrics(dice=np.array([0.9, 0.8, 0.7, 0.6]), hd95_mm=np.array([NAN, 1.0, 2.0, 3.0]),
+                         assd_mm=np.array([NAN, 1.0, 1.0, 1.0]), hd95_vox=np.array([NAN, 1.0, 1.0, 1.0]))]
+    assert np.all(np.isnan(res[0].hd95_max_mm)) and np.all(np.isnan(res[0].hd95_max_vox))
+    s = report.summarize(["a"], res, STRUCTS)
+    assert s["overall"]["hd95_max_mm"] == {"mean": None, "std": None, "n": 0, "n_inf": 0}
+    # ... and a summary.json written before the column existed still prints (n/a in its columns)
+    for block in [s["overall"], *s["structures"].values()]:
+        del block["hd95_max_mm"], block["hd95_max_vox"]
+    mean_row = report.format_table(s).splitlines()[2 + len(STRUCTS)].split("  ")
+    cells = [c.strip() for c in mean_row if c.strip()]
+    assert cells[0] == "mean" and cells[2] == "2.00 ± 0.00" and cells[3] == "n/a" and cells[6] == "n/a"
 
 
 def test_summary_all_nan_structure():
@@ -109,10 +144,23 @@ def test_aggregate_tables(tmp_path):
     assert len(run_rows) == 5
     md = aggregate.markdown_tables(runs)
     assert "| baseline | 0.600 ± 0.100 (n=2) |  |" in md
+    head = next(line for line in md.splitlines() if line.startswith("| method | labeled |"))
+    assert head.endswith("| HD95 medpy (mm) | HD95 MONAI (mm) | ASSD (mm) | HD95 medpy (vox) | HD95 MONAI (vox) "
+                         "| ASSD (vox) |")
+    assert all(f"- {line}\n" in md for line in report.HD95_LEGEND.splitlines())
+    # _fake_run: hd95_mm = [2, 3, 4] per structure (mean 3), hd95_max_mm twice that (mean 6)
+    surface = "3.00 6.00 1.50 2.00 4.00".split()  # hd95_mm, hd95_max_mm, assd_mm, hd95_vox, hd95_max_vox
+    assert "| " + " | ".join(f"{v} ± 0.00 (n=2)" for v in surface) + " | n/a |" in md  # _vm sets no assd_vox
+    assert by[("baseline", "tr1")]["hd95_max_mm_mean"] == pytest.approx(6.0)
+    assert by[("baseline", "tr1")]["hd95_max_vox_mean"] == pytest.approx(4.0)
+    assert [r["hd95_max_mm"] for r in run_rows] == pytest.approx([6.0] * 5)
     assert "| joint | 0.800 ± 0.000 (n=1) | 0.800 ± 0.000 (n=1) |" in md
     paths = aggregate.write_results(runs, tmp_path / "results")
     rows = list(csv.DictReader(Path(paths["results.csv"]).read_text().splitlines()))
     assert len(rows) == 4 and math.isclose(float(rows[0]["dice_mean"]), 0.8)
+    assert math.isclose(float(rows[0]["hd95_max_mm_mean"]), 6.0) and "hd95_max_vox_std" in rows[0]
+    per_run = list(csv.DictReader(Path(paths["runs.csv"]).read_text().splitlines()))
+    assert math.isclose(float(per_run[0]["hd95_max_mm"]), 6.0) and math.isclose(float(per_run[0]["hd95_mm"]), 3.0)
 
 
 def test_method_label(tmp_path):
