@@ -85,7 +85,7 @@ def _volumes(rng: np.random.Generator, size: int, n: int = 4, depth: int = 10):
     return images, labels
 
 
-def _unit(rng: np.random.Generator, size: int) -> dict[str, tf.Tensor]:
+def joint_unit(rng: np.random.Generator, size: int) -> dict[str, tf.Tensor]:
     lab = rng.integers(0, C, (20, size, size))
     con = rng.integers(0, C, (20, size, size))
     yx, valid = sample_anchors(con, C, 3, rng)
@@ -112,7 +112,7 @@ def bench_steps(size: int, n: int, jit: bool) -> dict[str, Any]:
     out["baseline_step_s"] = t
     out["baseline_images_per_s"] = 20 / t
 
-    unit = _unit(rng, size)
+    unit = joint_unit(rng, size)
     jvars = unet.trainable_variables + h.trainable_variables
     jopt = steps.make_optimizer(1e-3, jvars, strategy)
     state = unet.non_trainable_variables + h.non_trainable_variables
@@ -258,7 +258,7 @@ def _gpu_name(gpu: Any) -> str:
 def _precision_section(args: argparse.Namespace, jit: bool, on_gpu: bool, size: int, n: int) -> dict[str, Any]:
     """Step times per precision at ``size`` (20 and 40 images) and the convolution micro-benchmark."""
     precisions = [check_precision(p) for p in args.precisions.split(",") if p]
-    unit = _unit(np.random.default_rng(3), size)
+    unit = joint_unit(np.random.default_rng(3), size)
     return {"size": f"{size}x{size}", "baseline_images": 20, "joint_images": 40, "timed_steps": n,
             "steps": bench_prec.bench_precision(size, n, jit, precisions, unit, C, on_gpu, args.fp16_on_cpu),
             "conv3x3_fwd_bwd_s": {"shape": list(bench_prec.CONV_SHAPE), **bench_prec.bench_conv(precisions)}}

@@ -132,18 +132,19 @@ def test_aggregate_tables(tmp_path):
         _fake_run(tmp_path, "j1", "joint", "tr1", "c1", 0, [[0.8, 0.8, 0.8]]),
         _fake_run(tmp_path, "j8", "joint", "tr8", "c1", 0, [[0.9, 0.9, 0.9], [0.7, 0.7, 0.7]]),
     ]
+    B, J = "Baseline (random init)", "PLC inter (baseline init unknown) (release)"  # named by the settings
     runs = [aggregate.load_run(str(w)) for w in wds] + [aggregate.load_run(f"PLC={wds[2]}")]
     settings, run_rows = aggregate.aggregate(runs)
     by = {(r["method"], r["no_of_tr_imgs"]): r for r in settings}
-    assert by[("baseline", "tr1")]["dice_mean"] == pytest.approx(0.6)
-    assert by[("baseline", "tr1")]["dice_std"] == pytest.approx(0.1)
-    assert by[("baseline", "tr1")]["n_runs"] == 2
-    assert by[("baseline", "tr1")]["runs"] == "c1/s0 c2/s0"
-    assert by[("joint", "tr8")]["dice_mean"] == pytest.approx(0.8)
+    assert by[(B, "tr1")]["dice_mean"] == pytest.approx(0.6)
+    assert by[(B, "tr1")]["dice_std"] == pytest.approx(0.1)
+    assert by[(B, "tr1")]["n_runs"] == 2
+    assert by[(B, "tr1")]["runs"] == "c1/s0 c2/s0"
+    assert by[(J, "tr8")]["dice_mean"] == pytest.approx(0.8)
     assert by[("PLC", "tr1")]["dice_RV_mean"] == pytest.approx(0.8)
     assert len(run_rows) == 5
     md = aggregate.markdown_tables(runs)
-    assert "| baseline | 0.600 ± 0.100 (n=2) |  |" in md
+    assert f"| {B} | 0.600 ± 0.100 (n=2) |  |" in md
     head = next(line for line in md.splitlines() if line.startswith("| method | labeled |"))
     assert head.endswith("| HD95 medpy (mm) | HD95 MONAI (mm) | ASSD (mm) | HD95 medpy (vox) | HD95 MONAI (vox) "
                          "| ASSD (vox) |")
@@ -151,14 +152,15 @@ def test_aggregate_tables(tmp_path):
     # _fake_run: hd95_mm = [2, 3, 4] per structure (mean 3), hd95_max_mm twice that (mean 6)
     surface = "3.00 6.00 1.50 2.00 4.00".split()  # hd95_mm, hd95_max_mm, assd_mm, hd95_vox, hd95_max_vox
     assert "| " + " | ".join(f"{v} ± 0.00 (n=2)" for v in surface) + " | n/a |" in md  # _vm sets no assd_vox
-    assert by[("baseline", "tr1")]["hd95_max_mm_mean"] == pytest.approx(6.0)
-    assert by[("baseline", "tr1")]["hd95_max_vox_mean"] == pytest.approx(4.0)
+    assert by[(B, "tr1")]["hd95_max_mm_mean"] == pytest.approx(6.0)
+    assert by[(B, "tr1")]["hd95_max_vox_mean"] == pytest.approx(4.0)
     assert [r["hd95_max_mm"] for r in run_rows] == pytest.approx([6.0] * 5)
-    assert "| joint | 0.800 ± 0.000 (n=1) | 0.800 ± 0.000 (n=1) |" in md
+    assert f"| {J} | 0.800 ± 0.000 (n=1) | 0.800 ± 0.000 (n=1) |" in md
     paths = aggregate.write_results(runs, tmp_path / "results")
     rows = list(csv.DictReader(Path(paths["results.csv"]).read_text().splitlines()))
-    assert len(rows) == 4 and math.isclose(float(rows[0]["dice_mean"]), 0.8)
-    assert math.isclose(float(rows[0]["hd95_max_mm_mean"]), 6.0) and "hd95_max_vox_std" in rows[0]
+    plc_row = next(r for r in rows if r["method"] == "PLC")
+    assert len(rows) == 4 and math.isclose(float(plc_row["dice_mean"]), 0.8)
+    assert math.isclose(float(plc_row["hd95_max_mm_mean"]), 6.0) and "hd95_max_vox_std" in plc_row
     per_run = list(csv.DictReader(Path(paths["runs.csv"]).read_text().splitlines()))
     assert math.isclose(float(per_run[0]["hd95_max_mm"]), 6.0) and math.isclose(float(per_run[0]["hd95_mm"]), 3.0)
 
@@ -166,9 +168,15 @@ def test_aggregate_tables(tmp_path):
 def test_method_label(tmp_path):
     (tmp_path / "lcl").mkdir()
     (tmp_path / "lcl" / "config.json").write_text(json.dumps({"stage": "local"}))
-    assert aggregate.method_label({"stage": "baseline"}) == "baseline"
-    assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "lcl")}) == "baseline<-local"
-    assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "gone")}) == "baseline<-gone"
+    (tmp_path / "gcl").mkdir()
+    (tmp_path / "gcl" / "config.json").write_text(json.dumps({"stage": "global"}))
+    assert aggregate.method_label({"stage": "baseline"}) == "Baseline (random init)"
+    assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "lcl")}) == \
+        "GCL+LCL pre-training + fine-tuning"
+    assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "gcl")}) == \
+        "GCL pre-training + fine-tuning (no LCL)"
+    assert aggregate.method_label({"stage": "baseline", "init_from": str(tmp_path / "gone")}) == \
+        "fine-tuned baseline (initialization unknown)"
     assert aggregate.method_label({"stage": "joint", "method": "PLC"}) == "PLC"
     assert aggregate.method_label({}) is None
     assert aggregate.method_label({"flags": {"stage": "joint"}}) is None  # config.json is flat: no nested search
