@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
 DEMO_DIR ?= demo_out
 DEMO_TR ?= tr1
-DEMO_METHODS ?= baseline,plc
+DEMO_METHODS ?= baseline,plc,plc_plus
 DEMO_SEED ?= 0
 # One runs folder per labeled set and seed: the pipeline refuses workdirs made with other settings.
 DEMO_RUNS ?= $(DEMO_DIR)/runs$(if $(filter-out tr1,$(DEMO_TR)),_$(DEMO_TR))$(if $(filter-out 0,$(DEMO_SEED)),_s$(DEMO_SEED))
