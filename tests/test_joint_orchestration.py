@@ -294,6 +294,9 @@ def test_round_floor_never_ends_a_round_below_its_start(monkeypatch, tiny_data, 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["best_step"], summary["best_val_dice"]) == (3, 0.7)
     assert [r["start_val_dice"] for r in summary["rounds"]] == [0.3, 0.7]
+    # W/best is the model round 1 started from (no validation of round 1 beat 0.7): the summary says so.
+    assert summary["kept_round_start"] == 1 and summary["kept_baseline"] is False
+    assert [r["kept_start"] for r in summary["rounds"]] == [False, True]
 
 
 # ----------------------------------------------------------------------------------------------

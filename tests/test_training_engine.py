@@ -205,14 +205,16 @@ def test_tf_config_chief_and_pipeline_leaves_evaluation_to_the_chief(tmp_path, m
 
 
 def test_pipeline_results_table_and_done_check(tmp_path):
-    from training.pipeline import _done, format_results
+    from training.pipeline import _done, format_results, kept_start_note
 
     stat = {"mean": 0.5, "std": 0.1, "n": 2, "n_inf": 0}
     summ = {"n_volumes": 2, "structures": {"rv": {"dice": stat}, "lv": {"dice": dict(stat, mean=None)}},
             "overall": {"dice": stat}}
-    table = format_results({"baseline": summ, "plc": summ})
-    assert "| supervised baseline | 0.500 ± 0.100 | n/a | 0.500 ± 0.100 |" in table
+    table = format_results({"baseline": summ, "plc": summ}, notes={"plc": "a note"})
+    assert "| Baseline (random init) | 0.500 ± 0.100 | n/a | 0.500 ± 0.100 |" in table
+    assert "| PLC (release) |" in table and table.endswith("\nNote, PLC (release): a note.")
     assert table.count("\n| ") == 3  # header + 2 methods
+    assert "| what ran |" in format_results({"plc": summ}, labels={"plc": "what ran"})
     wd = tmp_path / "w"
     wd.mkdir()
     assert not _done(wd, 5)
@@ -220,6 +222,17 @@ def test_pipeline_results_table_and_done_check(tmp_path):
     (wd / "config.json").write_text(json.dumps({"crf": False}))
     assert _done(wd, 5) and not _done(wd, 6)
     assert _done(wd, 5, crf=False) and not _done(wd, 5, crf=True)
+    # The notes under the table: a joint stage that kept a round's start, or skipped most iterations.
+    assert kept_start_note(wd) == ""
+    (wd / "summary.json").write_text(json.dumps({"step": 120, "skipped": 119, "kept_round_start": None}))
+    assert kept_start_note(wd).startswith("119 of its 120 iterations were skipped")
+    (wd / "summary.json").write_text(json.dumps({"step": 120, "skipped": 0, "kept_round_start": 1,
+                                                 "kept_baseline": False, "best_val_dice": 0.5}))
+    assert kept_start_note(wd) == ("kept the model round 1 started from; no later validation beat its "
+                                   "validation Dice 0.5000")
+    (wd / "summary.json").write_text(json.dumps({"step": 120, "skipped": 0, "kept_round_start": 1,
+                                                 "kept_baseline": True, "best_val_dice": 0.5}))
+    assert "so this row scores the baseline's weights" in kept_start_note(wd)
 
 
 def test_checkpointer_restores_from_the_chief_dir_and_saves_to_its_own(tmp_path):

@@ -496,19 +496,25 @@ def run_label(workdir: Path, method: str) -> str:
 
 
 def kept_start_note(workdir: Path) -> str:
-    """One line when the joint stage's kept model is the one a round started from ('' otherwise)."""
+    """What a reader of the results table must know about a joint stage ('' for nothing): that its kept
+    model is the one a round started from, or that most of its iterations were skipped."""
     try:
         summary = read_summary(workdir) or {}
     except InputError:
         return ""
+    notes = []
+    steps, skipped = int(summary.get("step") or 0), int(summary.get("skipped") or 0)
+    if steps and skipped * 2 > steps:
+        notes.append(f"{skipped} of its {steps} iterations were skipped (no sampled unit had every class in the "
+                     "labels and pseudo-labels: the pseudo-labels lack structures), so it barely trained")
     r = summary.get("kept_round_start")
-    if r is None:
-        return ""
-    what = ("the baseline's model: every round kept the model it started from and round 0 started from the "
-            "baseline (--plc_warm_start), so this row scores the baseline's weights"
-            if summary.get("kept_baseline") else f"the model round {r} started from")
-    return (f"kept {what}; no later validation beat its validation Dice "
-            f"{float(summary.get('best_val_dice', float('nan'))):.4f}")
+    if r is not None:
+        what = ("the baseline's model: every round kept the model it started from and round 0 started from the "
+                "baseline (--plc_warm_start), so this row scores the baseline's weights"
+                if summary.get("kept_baseline") else f"the model round {int(r)} started from")
+        notes.append(f"kept {what}; no later validation beat its validation Dice "
+                     f"{float(summary.get('best_val_dice', float('nan'))):.4f}")
+    return "; ".join(notes)
 
 
 def format_results(results: dict[str, Any], labels: dict[str, str] | None = None,
