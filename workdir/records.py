@@ -56,11 +56,17 @@ def _read_object(path: Path) -> dict[str, Any]:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with numbers as plain floats and non-finite numbers as None (strict JSON)."""
+    """``value`` with numbers as plain floats (integers and booleans kept as such) and non-finite
+    numbers as None (strict JSON)."""
     if isinstance(value, (list, tuple)):
         return [json_safe(x) for x in value]
     if isinstance(value, dict):
         return {k: json_safe(x) for k, x in value.items()}
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"
+                                  and getattr(value, "ndim", 1) == 0):
+        return int(value)
     try:
         f = float(value)
     except (TypeError, ValueError):

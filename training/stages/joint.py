@@ -292,7 +292,7 @@ class JointTask(Task):
                      f"{self.best_state.latest if restored else 'the last weights (no best state saved)'}")
         best = wdir.read_best(self.env.out_dir) if self.env.is_chief else None
         kept = bool(best) and self.kept_round_start(int(best["step"])) == r
-        if self.round_info:
+        if self.round_info and self.conf.plc_round_floor:
             self.round_info[-1]["kept_start"] = kept
         if kept:
             loop_lib.log(f"[joint] round {r} kept the model it started from: no validation in the round beat "
@@ -312,7 +312,7 @@ class JointTask(Task):
         state = run.state
         best = wdir.read_best(self.env.out_dir) if self.env.is_chief else None
         kept = self.kept_round_start(int(best["step"])) if best else None
-        if self.round_info and kept is not None:
+        if self.round_info and self.conf.plc_round_floor and kept is not None:
             self.round_info[-1]["kept_start"] = kept == self.round_info[-1]["round"]
         # Every round of this run kept its start and round 0 started from the baseline: W/best is the baseline.
         kept_baseline = (bool(self.conf.plc_warm_start) and len(self.round_info) == self.conf.rounds
