@@ -27,7 +27,11 @@ class DatasetConfig:
         class_weights: per-class weights of the weighted cross-entropy (``--dsc_loss 0``).
         min_seg_classes: minimum number of distinct labels a slice needs to enter the
             segmentation part of the joint PLC batch (§3.4.2 step 7).
-        crf_params: dense-CRF parameters ``(a_sxy, a_srgb, a_w1, g_sxy, g_w2, n_iter)`` (§4.3).
+        crf_params: dense-CRF parameters ``(a_sxy, a_srgb, a_w1, g_sxy, g_w2, n_iter)`` (§4.3); the
+            spatial stds ``a_sxy``, ``g_sxy`` are pixels of a grid with pixel size ``crf_pixel_mm``.
+        crf_pixel_mm: in-plane pixel size ``(x, y)`` in mm for which ``crf_params``' spatial stds
+            are given (None: ``target_resolution``, the originals' own grid for their datasets).
+            The pseudo-label stage converts them to the pixels of the grid in use.
         unlabeled_pool: ``(no_of_tr_imgs, comb_tr_imgs)`` whose labeled list is the unlabeled pool.
         raw_layout: name of the raw reader used by ``data.preprocess`` (``acdc``, ``prostate_md``,
             ``mmwhs``, ``custom``).
@@ -55,6 +59,12 @@ class DatasetConfig:
     min_contrastive_classes: int = 0
     input_channel: int | None = None
     contrastive_background: bool = False
+    crf_pixel_mm: tuple[float, float] | None = None
+
+    @property
+    def crf_reference_mm(self) -> tuple[float, float]:
+        """Pixel size (mm) of the grid ``crf_params`` are defined on."""
+        return tuple(self.crf_pixel_mm or self.target_resolution)  # type: ignore[return-value]
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:

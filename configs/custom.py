@@ -71,6 +71,8 @@ def config_from_dict(values: Mapping[str, Any], source: str) -> DatasetConfig:
                 kw[name] = tuple(float(v) for v in value[:5]) + tuple(int(v) for v in value[5:])
             elif name == "input_channel":
                 kw[name] = None if value is None else int(value)
+            elif name == "crf_pixel_mm":
+                kw[name] = None if value is None else tuple(float(v) for v in value)
             elif name in ("name", "raw_layout"):
                 kw[name] = str(value)
             elif name == "contrastive_background":

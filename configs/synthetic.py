@@ -23,6 +23,7 @@ CONFIG = DatasetConfig(
     crf_params=(0.01, 0.5, 10.0, 10.0, 30.0, 30),
     unlabeled_pool=("trall", "c1"),
     raw_layout="acdc",
+    crf_pixel_mm=(1.36719, 1.36719),  # ACDC's parameters, defined on ACDC's grid (converted to 2.5 mm)
 )
 
 NUM_PATIENTS = 40  # default --num_patients of ``python -m data.synthetic``; the splits below cover 001..040

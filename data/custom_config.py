@@ -16,7 +16,9 @@ What the built-in configs hard-code, derived here (README "Your own data"):
   labeled training slices hold that many labels (``--min_contrastive_classes``);
 - ``contrastive_background``: on for binary tasks (C = 2), where the originals' loss without a
   background prototype is degenerate, off otherwise (``--contrastive_background``);
-- dense-CRF parameters: the originals' ACDC values :data:`DEFAULT_CRF` (``--crf_params``);
+- dense-CRF parameters: the originals' ACDC values :data:`DEFAULT_CRF`, whose spatial stds are pixels of
+  ACDC's 1.36719 mm grid (``crf_pixel_mm``; converted to this dataset's grid when pseudo-labels are made),
+  or ``--crf_params`` in pixels of this dataset's own grid;
 - splits: ``--split_file`` or :func:`default_split` from ``--seed``.
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ from common.errors import InputError
 MAX_IMAGE_SIZE = 256
 MULTIPLE = 32  # the UNet downsamples 5 times
 DEFAULT_CRF = (0.01, 0.5, 10.0, 10.0, 30.0, 30)  # ORIGINAL_SPEC §4.3, ACDC / MMWHS values
+ACDC_CRF_PIXEL_MM = (1.36719, 1.36719)  # the grid DEFAULT_CRF's spatial stds are pixels of (ACDC's target resolution)
 SEG_FRACTION = 0.10  # the joint step needs 20 of 300 candidate slices
 CONTRASTIVE_FRACTION = 0.05  # ... and 5 of 300
 TEST_FRACTION = 0.2
@@ -219,6 +222,9 @@ def build_config(label_names: Sequence[str], target_resolution: Sequence[float],
         target_resolution=(float(target_resolution[0]), float(target_resolution[1])), num_classes=c,
         struct_names=tuple(names), class_weights=class_weights(c), min_seg_classes=int(min_seg_classes),
         crf_params=tuple(crf_params),  # type: ignore[arg-type]
+        # The default parameters are the originals' ACDC ones, in pixels of ACDC's grid; given ones are
+        # taken as pixels of this dataset's own grid.
+        crf_pixel_mm=ACDC_CRF_PIXEL_MM if tuple(crf_params) == DEFAULT_CRF else None,
         unlabeled_pool=custom.POOL_KEY, raw_layout=custom.NAME,
         min_contrastive_classes=int(min_contrastive_classes), input_channel=channel,
         contrastive_background=(c == 2) if contrastive_background is None else bool(contrastive_background))

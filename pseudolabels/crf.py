@@ -17,6 +17,9 @@ Measured fact (tests/test_crf.py): with the originals' a_sxy = 0.01 px every pix
 the permutohedral lattice, so the bilateral term does not vanish but becomes a self-term,
 Q <- softmax(-U + g_w2 (K_g Q) + a_w1 Q) (K_g: normalized Gaussian filter), which reinforces
 each pixel's current belief and makes the Gaussian smoothing more conservative (ORIGINAL_SPEC 9.3.11 calls it inert). Parameters are kept.
+The spatial stds are pixels of the grid the parameters were defined on (``DatasetConfig.crf_pixel_mm``,
+default the dataset's own ``target_resolution``); :meth:`CRFParams.at_pixel_size` converts them, via
+millimetres, to the grid in use (DESIGN: "convert via mm for other grids").
 Non-square slices are handled: the CRF is built with width = W and height = H and the
 pairwise features are created from the (H, W) grid (fixes ORIGINAL_SPEC 9.3.12).
 """
@@ -80,6 +83,24 @@ class CRFParams:
     def as_dict(self) -> dict:
         """Returns the parameters as a JSON-friendly dict."""
         return dataclasses.asdict(self)
+
+    def at_pixel_size(self, reference_mm: Sequence[float], grid_mm: Sequence[float]) -> "CRFParams":
+        """The parameters with their spatial stds converted from pixels of size ``reference_mm`` to
+        pixels of size ``grid_mm`` (in-plane ``(x, y)`` mm; the mean of the two sizes is used).
+
+        ``sxy_grid = sxy_reference * reference_mm / grid_mm``: the same kernel in millimetres. The
+        originals' parameters are in pixels of their own grid (ACDC 1.36719 mm: ``g_sxy = 10`` px =
+        13.7 mm), so on a 2.5 mm grid the Gaussian kernel becomes 5.47 px; on the reference grid
+        nothing changes. Intensity std, weights and iterations are not spatial and stay.
+
+        Raises:
+            InputError: a non-positive pixel size.
+        """
+        ref, grid = float(np.mean(reference_mm)), float(np.mean(grid_mm))
+        if not (ref > 0 and grid > 0 and np.isfinite(ref) and np.isfinite(grid)):
+            raise InputError(f"crf: pixel sizes must be positive mm, got reference {reference_mm!r}, grid {grid_mm!r}")
+        scale = ref / grid
+        return dataclasses.replace(self, a_sxy=self.a_sxy * scale, g_sxy=self.g_sxy * scale)
 
 
 def crf_posterior(probs: np.ndarray, image: np.ndarray, params: CRFParams | Sequence[float]) -> np.ndarray:

@@ -165,3 +165,24 @@ def test_shape_errors_and_workers():
     for bad in (-1, 1.5):
         with pytest.raises(InputError, match="workers"):
             crf.resolve_workers(bad)
+
+
+def test_spatial_stds_convert_via_millimetres():
+    p = crf.CRFParams.from_sequence((0.01, 0.5, 10.0, 10.0, 30.0, 30))
+    assert p.at_pixel_size((1.36719, 1.36719), (1.36719, 1.36719)) == p  # the originals' own grid: unchanged
+    q = p.at_pixel_size((1.36719, 1.36719), (2.5, 2.5))  # ACDC's kernel on the 2.5 mm demo grid
+    assert q.g_sxy == pytest.approx(10.0 * 1.36719 / 2.5) == pytest.approx(5.468760)
+    assert q.a_sxy == pytest.approx(0.01 * 1.36719 / 2.5)
+    assert (q.a_srgb, q.a_w1, q.g_w2, q.n_iter) == (0.5, 10.0, 30.0, 30)  # not spatial: unchanged
+    assert p.at_pixel_size((0.625, 0.625), (1.25, 1.25)).g_sxy == pytest.approx(5.0)
+    for bad in ((0.0, 0.0), (-1.0, 1.0), (float("nan"), 1.0)):
+        with pytest.raises(InputError, match="pixel sizes must be positive mm"):
+            p.at_pixel_size((1.0, 1.0), bad)
+
+
+def test_crf_reference_grid_of_the_configs():
+    import configs
+
+    assert configs.get_config("acdc").crf_reference_mm == (1.36719, 1.36719)  # its own grid
+    assert configs.get_config("prostate_md").crf_reference_mm == (0.625, 0.625)
+    assert configs.get_config("synthetic").crf_reference_mm == (1.36719, 1.36719)  # ACDC's values at 2.5 mm
