@@ -404,11 +404,12 @@ def _eval_command(method: str, wd: Path, opts: PipelineOptions, export: str | No
     return cmd
 
 
-def _eval_in_process(wd: Path, opts: PipelineOptions, export_dir: str | None) -> Callable[[], Any]:
+def _eval_in_process(wd: Path, opts: PipelineOptions, export_dir: str | None,
+                     split: str = "test") -> Callable[[], Any]:
     def call() -> None:
         from evaluation.evaluator import evaluate_model
 
-        evaluate_model(str(wd), workdir=str(wd), split="test", export_dir=export_dir,
+        evaluate_model(str(wd), workdir=str(wd), split=split, export_dir=export_dir,
                        allow_missing=opts.allow_missing)
     return call
 
@@ -439,43 +440,66 @@ def iteration_totals(stages: Sequence[Stage], status: dict[Path, str] | None = N
     return totals
 
 
-def run_pipeline(opts: PipelineOptions, dry_run: bool = False) -> dict[str, Any]:
-    """Run the requested methods; returns ``{method: eval summary dict}``.
+def train_methods(opts: PipelineOptions) -> dict[str, Path]:
+    """Run (or reuse, or resume) every training stage the methods need; returns ``{method: workdir}``.
 
-    A stage whose workdir holds a finished run with the same settings is reused, an unfinished one
-    (or one asked for more iterations) runs again and resumes. Refused before any stage runs: a
-    workdir made with other settings (``_check_settings``), and a finished stage made from an
-    earlier run of a stage before it that runs again now (its results would be stale).
-    With ``dry_run`` the plan is printed (:func:`format_plan`) and nothing runs or is written.
+    Refused before any stage runs: a workdir made with other settings (``_check_settings``), and a
+    finished stage made from an earlier run of a stage before it that runs again now.
     """
     if opts.in_process and os.environ.get("TF_CONFIG"):
         raise InputError("--in_process: not with TF_CONFIG (a multi-worker strategy can be made once per "
                          "process); run the stages as subprocesses")
-    out = Path(opts.out_dir)
     stages, workdirs = plan_stages(opts)
     status = _stage_status(stages)
-    if dry_run:
-        print(format_plan(opts, stages, status, workdirs), flush=True)
-        return {}
-    t_start = time.time()
-    out.mkdir(parents=True, exist_ok=True)
+    Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
     for st in stages:
         if status[st.workdir] != "done":
             _run(st.command(), st.title, _stage_in_process(st) if opts.in_process else None)
+    return workdirs
 
+
+def evaluate_methods(opts: PipelineOptions, workdirs: dict[str, Path], split: str = "test",
+                     export: bool = True) -> dict[str, Any]:
+    """``evaluate.py --split split`` of every method's workdir; returns ``{method: summary}``.
+
+    The test split also exports (``opts.export_dir``, when ``export``); ``val`` writes
+    ``<workdir>/eval_val`` and exports nothing.
+    """
+    chosen = next((m for m in EXPORT_ORDER if m in workdirs), None) if export and split == "test" else None
     results: dict[str, Any] = {}
+    for method, wd in workdirs.items():
+        cmd = _eval_command(method, wd, opts, chosen)
+        if split != "test":
+            cmd[cmd.index("--split=test")] = f"--split={split}"
+        export_dir = opts.export_dir if method == chosen else None
+        _run(cmd, f"evaluate {method} ({split})",
+             _eval_in_process(wd, opts, export_dir, split) if opts.in_process else None)
+        results[method] = read_eval_summary(wd / f"eval_{split}")
+    return results
+
+
+def run_pipeline(opts: PipelineOptions, dry_run: bool = False) -> dict[str, Any]:
+    """Run the requested methods (:func:`train_methods`), evaluate them on the test volumes and print
+    and write the results table; returns ``{method: eval summary dict}``.
+
+    A stage whose workdir holds a finished run with the same settings is reused, an unfinished one
+    (or one asked for more iterations) runs again and resumes. With ``dry_run`` the plan is printed
+    (:func:`format_plan`) and nothing runs or is written.
+    """
+    out = Path(opts.out_dir)
+    if dry_run:
+        stages, workdirs = plan_stages(opts)
+        print(format_plan(opts, stages, _stage_status(stages), workdirs), flush=True)
+        return {}
+    t_start = time.time()
+    workdirs = train_methods(opts)
     if os.environ.get("TF_CONFIG"):
         from training.engine.strategy import tf_config_is_chief
 
         if not tf_config_is_chief():  # multi-worker: one evaluation, one export, by the chief
             print("\ntraining done on this worker; the chief evaluates and exports", flush=True)
-            return results
-    export = next((m for m in EXPORT_ORDER if m in workdirs), None)
-    for method, wd in workdirs.items():
-        cmd = _eval_command(method, wd, opts, export)
-        export_dir = opts.export_dir if method == export else None
-        _run(cmd, f"evaluate {method}", _eval_in_process(wd, opts, export_dir) if opts.in_process else None)
-        results[method] = read_eval_summary(wd / "eval_test")
+            return {}
+    results = evaluate_methods(opts, workdirs)
     notes = {m: kept_start_note(wd) for m, wd in workdirs.items()}
     labels = {m: run_label(wd, m) for m, wd in workdirs.items()}
     table = format_results(results, labels, {m: n for m, n in notes.items() if n})
