@@ -85,9 +85,7 @@ def write_in_progress(mode: str, workdir: Path) -> bool:
     """Whether a write of the kind ``mode`` aims at is happening now (temporary files exist)."""
     if mode == "checkpoint":
         return any(TEMP_RE.search(n) for n in _names(workdir / "ckpt"))
-    if mode == "best":
-        return any(TEMP_RE.search(n) for n in _names(workdir / "best"))
-    if mode == "best_state":
+    if mode in ("best", "best_state"):  # the best weights, then the training state saved with them
         return any(TEMP_RE.search(n) for n in _names(workdir / "best_state") + _names(workdir / "best"))
     if mode == "pseudo_labels":
         root = workdir / "pseudo_labels"

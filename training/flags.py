@@ -84,8 +84,9 @@ SPECS: dict[str, tuple[Any, str]] = {
     "plc_global_best": ("bool", "keep the global best across rounds (the release resets the running best "
                                 "to the last validation Dice at each round end, 9.3.6)"),
     "plc_warm_start": ("bool", "round 0 continues the --init_from model: segmentation head, BN moving "
-                               "statistics and Adam moments too (the release: encoder/decoder trainable "
-                               "weights only, fresh head, statistics and Adam)"),
+                               "statistics and Adam moments too, all from its best_state/ checkpoint (the "
+                               "release: encoder/decoder trainable weights only, fresh head, statistics and "
+                               "Adam)"),
     "plc_round_floor": ("bool", "validate the model each round starts from and never keep a model whose "
                                 "validation Dice is below it (the release keeps the round's best even then)"),
     "pseudo_label_dir": ("str", "round-0 pseudo-labels (from --stage pseudolabel); default: generate them "
