@@ -90,6 +90,8 @@ def warm_start_checkpoint(init_from: str) -> str | None:
     path = Path(init_from)
     if Path(f"{init_from}.index").is_file():
         return str(path)
+    if not path.exists():
+        return None  # the model loader says what is wrong with it
     if not path.is_dir():
         warn(f"[joint] --plc_warm_start: --init_from={init_from} is a weights file, not a workdir or "
              f"checkpoint: weights from it, Adam state fresh")
@@ -203,7 +205,7 @@ class JointTask(Task):
             copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_", "seg_"), include_non_trainable=True)
             carried = carry_adam_state(ckpt, self.adam, len(self.unet.trainable_variables)) if ckpt else 0
             what = (f"layers (head and BN statistics included, --plc_warm_start; Adam state of "
-                    f"{carried} UNet variables carried over, from {ckpt or 'nowhere'})")
+                    f"{carried} UNet variables carried over{f' from {ckpt}' if ckpt else ''})")
         else:
             self.baseline = wdir.load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
             copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_"))
