@@ -1,7 +1,11 @@
 """Kill soak: SIGKILL a small baseline and a small joint stage at random moments, rerun the same
 command each time, and check that every rerun resumes and that the workdir stays readable.
 
-Not part of the test suite (it runs ~25 stage processes). Prints one JSON object on stdout:
+The full soak is not part of the test suite (it runs ~25 stage processes); a reduced one is
+(tests/test_kill_soak.py: 3 kills per stage, tiny stages, through :func:`soak`). Prints one JSON
+object on stdout and exits with status 1 when anything failed (``failures`` in the JSON: a run that
+did not resume from the newest checkpoint, a run that crashed, a final run that failed or stopped
+short, an unreadable file, a leftover temporary file):
 
 * per stage: every kill (what it aimed at: a random moment, a checkpoint write, a best-weights /
   best-state write, a pseudo-label write; whether that write was in progress; the newest complete
@@ -41,17 +45,23 @@ TEMP_RE = re.compile(r"(^\..*\.tmp|_temp|\.tmp[0-9a-f]*$)")
 POLL_S = 0.002
 
 
-def stage_command(stage: str, data_dir: Path, workdir: Path, baseline_dir: Path) -> list[str]:
-    """The exact command line of a soaked stage (rerun unchanged after every kill)."""
+DELAY_S = (0.5, 10.0)  # random kill moment after the run is ready, seconds
+
+
+def stage_command(stage: str, data_dir: Path, workdir: Path, baseline_dir: Path,
+                  stage_flags: list[str] | None = None) -> list[str]:
+    """The exact command line of a soaked stage (rerun unchanged after every kill); ``stage_flags``
+    replace the stage's default flags (``BASELINE_FLAGS`` / ``JOINT_FLAGS``)."""
     cmd = [sys.executable, "train_selftrain.py", f"--stage={stage}", "--dataset=synthetic", f"--data_dir={data_dir}",
            f"--workdir={workdir}", "--no_of_tr_imgs=tr1", "--comb_tr_imgs=c1", "--jit_compile=false"]
     if stage == "baseline":
-        return cmd + BASELINE_FLAGS
-    return cmd + [f"--init_from={baseline_dir}"] + JOINT_FLAGS
+        return cmd + (BASELINE_FLAGS if stage_flags is None else stage_flags)
+    return cmd + [f"--init_from={baseline_dir}"] + (JOINT_FLAGS if stage_flags is None else stage_flags)
 
 
-def expected_steps(stage: str) -> int:
-    flags = dict(f[2:].split("=", 1) for f in (BASELINE_FLAGS if stage == "baseline" else JOINT_FLAGS))
+def expected_steps(stage: str, stage_flags: list[str] | None = None) -> int:
+    default = BASELINE_FLAGS if stage == "baseline" else JOINT_FLAGS
+    flags = dict(f[2:].split("=", 1) for f in (default if stage_flags is None else stage_flags))
     return int(flags["n_iter"]) if stage == "baseline" else int(flags["rounds"]) * int(flags["n_iter_per_round"])
 
 
@@ -75,9 +85,7 @@ def write_in_progress(mode: str, workdir: Path) -> bool:
     """Whether a write of the kind ``mode`` aims at is happening now (temporary files exist)."""
     if mode == "checkpoint":
         return any(TEMP_RE.search(n) for n in _names(workdir / "ckpt"))
-    if mode == "best":
-        return any(TEMP_RE.search(n) for n in _names(workdir / "best"))
-    if mode == "best_state":
+    if mode in ("best", "best_state"):  # the best weights, then the training state saved with them
         return any(TEMP_RE.search(n) for n in _names(workdir / "best_state") + _names(workdir / "best"))
     if mode == "pseudo_labels":
         root = workdir / "pseudo_labels"
@@ -87,20 +95,20 @@ def write_in_progress(mode: str, workdir: Path) -> bool:
 
 
 def run_and_kill(cmd: list[str], workdir: Path, mode: str, rng: random.Random, log: Path,
-                 fallback_s: float) -> dict[str, Any]:
+                 fallback_s: float, delay_s: tuple[float, float] = DELAY_S) -> dict[str, Any]:
     """Start ``cmd`` and SIGKILL it (with its process group) at a random moment or during a write.
 
     A kill waits until the run is *ready*: it has printed that it resumes, or (first run of the
     stage) its first complete checkpoint exists, so that there is something to resume from.
     ``random``: then a uniform 0.5-10 s more (startup, tracing, steps, validations, writes all get
-    hit). Other modes: the first moment a ``mode`` write is in progress (polled every 2 ms), or a
-    random moment if none came within ``fallback_s`` after ready.
+    hit; ``delay_s`` is the range). Other modes: the first moment a ``mode`` write is in progress
+    (polled every 2 ms), or a random moment if none came within ``fallback_s`` after ready.
     """
     t0 = time.time()
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    delay = rng.uniform(0.5, 10.0)
+    delay = rng.uniform(*delay_s)
     resumes = latest_checkpoint_step(workdir) is not None  # this run must say that it resumes
     seen, t_ready, reason = False, None, "random"
     try:
@@ -131,14 +139,15 @@ def run_and_kill(cmd: list[str], workdir: Path, mode: str, rng: random.Random, l
 
 
 def soak_stage(stage: str, data_dir: Path, workdir: Path, baseline_dir: Path, kills: int, rng: random.Random,
-               logs: Path, fallback_s: float) -> dict[str, Any]:
+               logs: Path, fallback_s: float, stage_flags: list[str] | None = None,
+               delay_s: tuple[float, float] = DELAY_S) -> dict[str, Any]:
     """Kill ``stage`` ``kills`` times, rerunning the same command, then let it finish."""
-    cmd = stage_command(stage, data_dir, workdir, baseline_dir)
+    cmd = stage_command(stage, data_dir, workdir, baseline_dir, stage_flags)
     events: list[dict[str, Any]] = []
     modes = MODES[stage]
     for k in range(kills):
         log = logs / f"{stage}_{k:02d}.log"
-        ev = run_and_kill(cmd, workdir, modes[k % len(modes)], rng, log, fallback_s)
+        ev = run_and_kill(cmd, workdir, modes[k % len(modes)], rng, log, fallback_s, delay_s)
         text = log.read_text(errors="replace")
         m = re.search(r"resuming from step (\d+)", text)
         ev["started_from"] = int(m.group(1)) if m else 0
@@ -165,8 +174,54 @@ def soak_stage(stage: str, data_dir: Path, workdir: Path, baseline_dir: Path, ki
             "writes_hit": {m: sum(e["write_in_progress"] for e in events if e["mode"] == m) for m in modes if m != "random"},
             "final_returncode": final.returncode, "final_run_seconds": round(time.time() - t0, 1),
             "final_step": None if summary.get("step") is None else int(summary["step"]),
-            "expected_step": expected_steps(stage),
+            "expected_step": expected_steps(stage, stage_flags),
             "final_log_tail": text[-600:] if final.returncode else None}
+
+
+def failures(result: dict[str, Any]) -> list[str]:
+    """What went wrong in a soak result (empty: the soak passed), one line each."""
+    out = []
+    for stage, res in result["stages"].items():
+        for k, ev in enumerate(res["kills"]):
+            if ev["finished_before_kill"]:
+                if ev["returncode"] != 0:
+                    out.append(f"{stage} run {k + 1}: exited with status {ev['returncode']} before its kill")
+            elif not ev["resumed"]:
+                out.append(f"{stage} run {k + 1}: killed with checkpoint {ev['latest_checkpoint_at_kill']}, the next "
+                           f"run resumed from step {ev['next_run_resumed_from']}")
+        if res["final_returncode"] != 0:
+            out.append(f"{stage} final run: exit status {res['final_returncode']}")
+        if res["final_step"] != res["expected_step"]:
+            out.append(f"{stage} final run: step {res['final_step']}, expected {res['expected_step']}")
+    files = result.get("files", {})
+    out += [f"unreadable: {u['file']} ({u['error']})" for u in files.get("unreadable", [])]
+    out += [f"leftover temporary file: {f}" for f in files.get("leftover_temp_files", [])]
+    return out
+
+
+def soak(out: Path, data_dir: Path, kills: int, seed: int = 0, fallback_s: float = 60.0,
+         baseline_flags: list[str] | None = None, joint_flags: list[str] | None = None,
+         delay_s: tuple[float, float] = DELAY_S) -> dict[str, Any]:
+    """Soak a baseline stage, then a joint stage from it, in ``out`` (``kills`` per stage); returns the
+    result with its ``failures`` (:func:`failures`). ``*_flags`` replace the stages' default flags."""
+    t0 = time.time()
+    out = Path(out).resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    w_base, w_joint = out / "baseline", out / "joint"
+    for wd in (w_base, w_joint):
+        if wd.exists():
+            raise SystemExit(f"--out_dir: {wd} exists; use a new --out_dir")
+    result: dict[str, Any] = {"kills_per_stage": kills, "seed": seed, "stages": {}}
+    result["stages"]["baseline"] = soak_stage("baseline", data_dir, w_base, w_base, kills, rng, logs, fallback_s,
+                                              baseline_flags, delay_s)
+    result["stages"]["joint"] = soak_stage("joint", data_dir, w_joint, w_base, kills, rng, logs, fallback_s,
+                                           joint_flags, delay_s)
+    result["files"] = check_files([w_base, w_joint])
+    result["failures"] = failures(result)
+    result["seconds"] = round(time.time() - t0, 1)
+    return result
 
 
 # ---------------------------------------------------------------------------------- file checks
@@ -256,24 +311,13 @@ def main() -> None:
     ap.add_argument("--fallback_s", type=float, default=60.0,
                     help="seconds to wait for a targeted write before killing at a random moment instead")
     args = ap.parse_args()
-    t0 = time.time()
     out = Path(args.out_dir).resolve()
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     data_dir = Path(args.data_dir).resolve() if args.data_dir else make_data(out / "data")
-    rng = random.Random(args.seed)
-    w_base, w_joint = out / "baseline", out / "joint"
-    for wd in (w_base, w_joint):
-        if wd.exists():
-            raise SystemExit(f"--out_dir: {wd} exists; use a new --out_dir")
-    result: dict[str, Any] = {"kills_per_stage": args.kills, "seed": args.seed, "stages": {}}
-    result["stages"]["baseline"] = soak_stage("baseline", data_dir, w_base, w_base, args.kills, rng, logs,
-                                              args.fallback_s)
-    result["stages"]["joint"] = soak_stage("joint", data_dir, w_joint, w_base, args.kills, rng, logs,
-                                           args.fallback_s)
-    result["files"] = check_files([w_base, w_joint])
-    result["seconds"] = round(time.time() - t0, 1)
+    result = soak(out, data_dir, args.kills, args.seed, args.fallback_s)
     print(json.dumps(result, indent=2))
+    for line in result["failures"]:
+        print(f"error: {line}", file=sys.stderr)
+    sys.exit(1 if result["failures"] else 0)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import configs  # noqa: E402
 from pseudolabels import crf as crf_lib  # noqa: E402
 from pseudolabels import generate as pl  # noqa: E402
 from pseudolabels import tta as tta_lib  # noqa: E402
@@ -186,14 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="skip the CRF-vs-argmax Dice check on synthetic data")
     args = parser.parse_args(argv)
     workers = sorted({int(w) for w in args.workers.split(",")})
-    acdc = (0.01, 0.5, 10.0, 10.0, 30.0, 30)  # configs.acdc crf_params (ORIGINAL_SPEC §4.3)
-    synthetic = (0.01, 0.5, 10.0, 10.0, 30.0, 30)  # configs.synthetic crf_params
-    try:
-        import configs
-
-        acdc, synthetic = tuple(configs.get_config("acdc").crf_params), tuple(configs.get_config("synthetic").crf_params)
-    except Exception:  # configs not importable: keep the §4.3 values
-        pass
+    acdc, synthetic = tuple(configs.get_config("acdc").crf_params), tuple(configs.get_config("synthetic").crf_params)
     cases = [(32, 4, acdc)] if args.quick else [(192, 10, acdc), (64, 20, synthetic)]
     result: dict[str, Any] = {
         "benchmark": "pseudo_labels",

@@ -36,12 +36,15 @@ SPACING_RTOL = 1e-3
 UNSET_SLICE_SPACING = 1.0
 
 
-def find_cropped(raw_dir: str | os.PathLike, raw_layout: str) -> list[VolumeSource]:
+def find_cropped(raw_dir: str | os.PathLike, raw_layout: str,
+                 ignored: list[str] | None = None) -> list[VolumeSource]:
     """All ``<folder>/img_cropped.nii.gz`` volumes below ``raw_dir``, sorted by id.
 
     Args:
         raw_dir: the originals' ``data_path_tr_cropped`` folder.
         raw_layout: the dataset's raw layout (``acdc`` or ``prostate_md``).
+        ignored: if given, receives the names of the folders skipped because they are not named
+            ``patientXXX`` or ``XXX``.
 
     Raises:
         InputError: no such layout for the dataset, missing directory, no volume folders, or two
@@ -57,6 +60,8 @@ def find_cropped(raw_dir: str | os.PathLike, raw_layout: str) -> list[VolumeSour
     for name in visible_entries(raw_dir):
         m = re.fullmatch(r"(?:patient)?(\d+)", name)
         if not m or not (raw_dir / name).is_dir():
+            if ignored is not None and (raw_dir / name).is_dir():
+                ignored.append(name)
             continue
         vid = f"{int(m.group(1)):03d}"
         if vid in by_id:

@@ -111,12 +111,16 @@ def _cropped_plan(cfg: DatasetConfig, raw_dir: os.PathLike, phases: Sequence[str
                   pixel_spacing: Spacing | None) -> LayoutPlan:
     cropped.check_phases(phases)
     res = cfg.target_resolution
+    ignored: list[str] = []
+    sources = cropped.find_cropped(raw_dir, cfg.raw_layout, ignored)
+    warnings = [f"--raw_dir={raw_dir}: {len(ignored)} folder(s) not named patientXXX/ or XXX/ ignored: "
+                f"{', '.join(ignored[:5])}{', ...' if len(ignored) > 5 else ''}"] if ignored else []
     return LayoutPlan(
-        sources=cropped.find_cropped(raw_dir, cfg.raw_layout),
+        sources=sources,
         load=lambda src: cropped.read_cropped(src, cfg, pixel_spacing),
         process=lambda vol: identity_volume(vol, cfg),
         grid=f"the originals' cropped grid ({res[0]:g} x {res[1]:g} mm in-plane, {cfg.image_size[0]}x"
-             f"{cfg.image_size[1]}), not the native grid of the papers' protocol")
+             f"{cfg.image_size[1]}), not the native grid of the papers' protocol", warnings=warnings)
 
 
 def _h5_plan(cfg: DatasetConfig, raw_dir: os.PathLike, phases: Sequence[str],
@@ -134,9 +138,11 @@ def _h5_plan(cfg: DatasetConfig, raw_dir: os.PathLike, phases: Sequence[str],
         ssl4mis.check_lists(lists, every, raw_dir)
         found = ssl4mis.split_from_lists(lists)
         diffs = ssl4mis.compare_with_config(found) if cfg.name == "acdc" else []
-        warnings += [f"SSL4MIS lists differ from configs.acdc's ssl4mis split: {d}" for d in diffs]
-        extra["ssl4mis_lists"] = {**{k: len(v) for k, v in lists.items()}, **found,
-                                  "matches_configs": not diffs if cfg.name == "acdc" else None}
+        unchecked = ssl4mis.unchecked_lists(lists, raw_dir) if cfg.name == "acdc" else []
+        warnings += [f"SSL4MIS lists differ from configs.acdc's ssl4mis split: {d}" for d in diffs] + unchecked
+        matches = (False if diffs else None if unchecked else True) if cfg.name == "acdc" else None
+        extra["ssl4mis_lists"] = {**{k: len(v) for k, v in lists.items()}, **found, "matches_configs": matches,
+                                  "not_compared": unchecked}
     return LayoutPlan(
         sources=sources, load=lambda src: ssl4mis.read_h5(src, cfg.num_classes, pixel_spacing),
         process=lambda vol: resized_volume(vol, cfg),

@@ -260,6 +260,21 @@ def split_from_lists(lists: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
+def unchecked_lists(lists: dict[str, list[str]], raw_dir: str | os.PathLike) -> list[str]:
+    """One line per part of ``configs.acdc``'s ssl4mis split that :func:`compare_with_config` cannot
+    compare the lists with: a missing or empty list file, a ``train_slices.list`` shorter than a
+    labeled set's slice count."""
+    raw_dir = Path(raw_dir)
+    out = [f"{raw_dir / (key + '.list')}: missing or empty; the {key} patients are not compared with "
+           f"configs.acdc's ssl4mis split" for key in LIST_NAMES if not lists.get(key)]
+    slices = lists.get("train_slices") or []
+    for n, count in LABELED_SLICES.items():
+        if len(slices) < count:
+            out.append(f"{raw_dir / 'train_slices.list'}: {len(slices)} slices, fewer than the {count} of "
+                       f"SSL4MIS's {n}-patient labeled set; labeled{n} is not compared with configs.acdc")
+    return out
+
+
 def compare_with_config(found: dict[str, list[str]]) -> list[str]:
     """Differences between the lists' split and ``configs.acdc``'s ssl4mis split (empty = identical)."""
     from configs import acdc

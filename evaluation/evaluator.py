@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_save_nifti
-from common.errors import InputError
+from common.errors import InputError, warn
 from evaluation import plots, report
 from evaluation.inference import CHUNK, as_predictor, label_image_like, predict_stored_volume, surface_spacing
 from evaluation.methods import classify
@@ -148,6 +148,42 @@ def _method_label(workdir: str | None) -> str:
     return classify(read_config(workdir)).label
 
 
+DEFAULT_SPLIT_KEY = ("tr1", "c1")
+
+
+def split_key(dataset: str, split: str, no_of_tr_imgs: str | None, comb_tr_imgs: str | None,
+              data_dir: str | os.PathLike | None = None) -> tuple[str, str]:
+    """``(no_of_tr_imgs, comb_tr_imgs)`` whose ``split`` (``val``/``test``) volumes to evaluate on.
+
+    Both known: themselves. Otherwise (a model outside a stage workdir, no flags) the known part
+    selects the candidate splits of ``dataset``; when their ``split`` volumes are all the same, one
+    of them (``tr1``/``c1`` if it is one) is used and one line says so, else it is an error.
+
+    Raises:
+        InputError: no split matches, or the ``split`` volumes depend on the unknown part.
+    """
+    import configs
+
+    if no_of_tr_imgs and comb_tr_imgs:
+        return str(no_of_tr_imgs), str(comb_tr_imgs)
+    table = configs.get_split_table(dataset, data_dir)
+    keys = sorted(k for k in table.train if no_of_tr_imgs in (None, k[0]) and comb_tr_imgs in (None, k[1]))
+    if not keys:
+        configs.get_split(dataset, str(no_of_tr_imgs or DEFAULT_SPLIT_KEY[0]),
+                          str(comb_tr_imgs or DEFAULT_SPLIT_KEY[1]), data_dir=data_dir)  # raises, listing the valid ones
+    attr = "val" if split == "val" else "test"
+    volumes = {k: getattr(configs.get_split(dataset, *k, data_dir=data_dir), attr) for k in keys}
+    unknown = " and ".join(f"--{name}" for name, v in (("no_of_tr_imgs", no_of_tr_imgs),
+                                                       ("comb_tr_imgs", comb_tr_imgs)) if not v)
+    if len(set(volumes.values())) > 1:
+        raise InputError(f"{unknown}: not given and not recorded with the model (no stage workdir config.json), "
+                         f"and the {split} volumes of {dataset} depend on them; pass them")
+    key = DEFAULT_SPLIT_KEY if DEFAULT_SPLIT_KEY in keys else keys[0]
+    warn(f"{unknown}: not given and not recorded with the model; using the {split} volumes of "
+         f"{key[0]}/{key[1]} (the same for every labeled set of {dataset})")
+    return key
+
+
 def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str | None = None,
                    dataset: str | None = None, split: str = "test", no_of_tr_imgs: str | None = None,
                    comb_tr_imgs: str | None = None, ids: Sequence[str] | None = None, out_dir: str | None = None,
@@ -156,7 +192,7 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
     """``evaluate.py``: evaluate a trained model on the ``split`` volumes of its data directory.
 
     Every argument left ``None`` comes from the workdir's ``config.json`` (``data_dir``, ``dataset``,
-    ``no_of_tr_imgs``, ``comb_tr_imgs``; ``tr1`` / ``c1`` otherwise); the dataset config from
+    ``no_of_tr_imgs``, ``comb_tr_imgs``; otherwise :func:`split_key`); the dataset config from
     :func:`workdir.model_dataset_config`. Writes ``out_dir`` (default ``<workdir>/eval_<split>``)
     and, with ``export_dir``, a SavedModel. Split volumes absent from the data dir are an error
     unless ``allow_missing`` (then they are left out and listed in the summary). ``precision``:
@@ -179,10 +215,12 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
     if name is None:
         raise InputError("--dataset: unknown for this model (no workdir config.json); pass --dataset")
     cfg = model_dataset_config(str(name), model_path, data_dir)
-    no_tr = no_of_tr_imgs or info.no_of_tr_imgs or "tr1"
-    comb = comb_tr_imgs or info.comb_tr_imgs or "c1"
-    lists = configs.get_split(cfg.name, str(no_tr), str(comb), data_dir=data_dir)
-    ids = list(ids) if ids else list(lists.val if split == "val" else lists.test)
+    no_tr, comb = no_of_tr_imgs or info.no_of_tr_imgs, comb_tr_imgs or info.comb_tr_imgs
+    if not ids:
+        no_tr, comb = split_key(cfg.name, split, no_tr, comb, data_dir)
+        lists = configs.get_split(cfg.name, str(no_tr), str(comb), data_dir=data_dir)
+        ids = list(lists.val if split == "val" else lists.test)
+    ids = list(ids)
     ids, missing = present_ids(data_dir, ids, allow_missing, what=split)
     found = find_workdir(model_path)
     workdir = workdir or (str(found) if found is not None else None)
@@ -194,7 +232,8 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
     if missing:
         print(f"warning: {len(missing)} {split} volume(s) absent from the data dir and left out: "
               f"{', '.join(missing)}", flush=True)
-    extra = {"dataset": cfg.name, "split": split, "no_of_tr_imgs": str(no_tr), "comb_tr_imgs": str(comb),
+    extra = {"dataset": cfg.name, "split": split, "no_of_tr_imgs": None if no_tr is None else str(no_tr),
+             "comb_tr_imgs": None if comb is None else str(comb),
              "model": os.path.abspath(model_path), "data_dir": os.path.abspath(data_dir), "missing_ids": missing,
              "protocol": PROTOCOL, "precision": _model_precision(model, model_path),
              "method": _method_label(workdir)}

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from common.atomic import atomic_save_nifti, atomic_write_json
-from common.errors import InputError
+from common.errors import InputError, warn
 from pseudolabels import crf as crf_lib
 from pseudolabels import tta as tta_lib
 
@@ -52,13 +52,15 @@ def _predict(predict_fn: PredictFn, image: np.ndarray, num_classes: int, vid: st
     return probs
 
 
-def _reference_affine(volume: Any, cfg: Any, data_dir: str | os.PathLike | None) -> np.ndarray:
+def _reference_affine(volume: Any, cfg: Any, data_dir: str | os.PathLike | None,
+                      defaulted: list[str] | None = None) -> np.ndarray:
     """Affine of the preprocessed image of ``volume`` (voxel (i, j, k) of the (H, W, D) grid -> mm).
 
     Preference: the header of ``<data_dir>/<id>/image.nii.gz``; then the preprocessed affine
     recomputed from ``meta`` (native ``affine`` + resampling/crop geometry, as ``data.preprocess``
     writes it); then a diagonal affine with the target resolution in-plane and the native slice
-    spacing (or 1 mm) across slices.
+    spacing across slices. A spacing that is unknown there (no ``spacing``, or null entries as the
+    ssl4mis layout records) is taken as 1 mm, and the volume id appended to ``defaulted``.
     """
     meta = getattr(volume, "meta", None) or {}
     expected = tuple(np.transpose(volume.image, (1, 2, 0)).shape)  # (H, W, D)
@@ -75,10 +77,13 @@ def _reference_affine(volume: Any, cfg: Any, data_dir: str | os.PathLike | None)
         from data.preprocess import preprocessed_affine
 
         return preprocessed_affine(np.asarray(meta["affine"], dtype=np.float64), meta)
-    resolution = meta.get("target_resolution") or getattr(cfg, "target_resolution", (1.0, 1.0))
+    resolution = list(meta.get("target_resolution") or getattr(cfg, "target_resolution", None) or (None, None))
     spacing = meta.get("spacing")
-    through = float(spacing[2]) if spacing is not None and len(spacing) > 2 else 1.0
-    return np.diag([float(resolution[0]), float(resolution[1]), through, 1.0])
+    through = spacing[2] if spacing is not None and len(spacing) > 2 else None
+    mm = [float(v) if v is not None else None for v in (resolution[0], resolution[1], through)]
+    if None in mm and defaulted is not None:
+        defaulted.append(str(volume.id))
+    return np.diag([1.0 if v is None else v for v in mm] + [1.0])
 
 
 def _write_label(path: Path, labels: np.ndarray, affine: np.ndarray) -> None:
@@ -179,6 +184,7 @@ def generate_pseudo_labels(
     if crf and n_pool > 1:
         executor = crf_lib.make_executor(n_pool)
     records: dict[str, dict] = {}
+    defaulted: list[str] = []  # volumes whose voxel spacing is unknown (1 mm written)
     kept: list[str] = []
     rejected: list[str] = []
     slices_done = 0
@@ -222,7 +228,7 @@ def generate_pseudo_labels(
                 if reference is not None:
                     record["dice_vs_label"] = _dice_vs_label(reference, labels, probs, num_classes)
                 t3 = time.perf_counter()
-                _write_label(path, labels, _reference_affine(volume, cfg, data_dir))
+                _write_label(path, labels, _reference_affine(volume, cfg, data_dir, defaulted))
                 record["timings"]["write_s"] = time.perf_counter() - t3
                 record["file"] = path.name
                 record["label_counts"] = np.bincount(labels.ravel(), minlength=num_classes).tolist()
@@ -234,6 +240,10 @@ def generate_pseudo_labels(
         if executor is not None:
             executor.shutdown()
 
+    if defaulted:
+        warn(f"pseudo-labels in {out_dir}: the voxel spacing of {len(defaulted)} volume(s) is unknown "
+             f"({', '.join(defaulted[:5])}{', ...' if len(defaulted) > 5 else ''}; no data_dir image and "
+             f"none recorded): their NIfTI files say 1 mm along those axes")
     elapsed = time.perf_counter() - start
     scored = [r["dice_vs_label"] for r in records.values() if "dice_vs_label" in r]
     manifest_dice = None

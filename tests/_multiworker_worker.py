@@ -1,13 +1,13 @@
 """One worker of the two-process MultiWorkerMirroredStrategy test (tests/test_training_multiworker.py).
 
-Run with ``TF_CONFIG`` set: ``python tests/_multiworker_worker.py OUT DATA_DIR W_BASE [W_JOINT]``.
+Run with ``TF_CONFIG`` set: ``python tests/_multiworker_worker.py OUT DATA_DIR W_BASE W_JOINT PL_DIR``.
 
 1. Parity: one baseline step and one joint step of the tiny models of ``tests._parity_models``; worker
    ``i`` feeds unit ``i`` (the test compares with one process fed the union), then a step whose unit is
    NaN on worker 1 only (every worker must skip it).
-2. Stages: a 2-step baseline (``W_BASE``) and, when ``W_JOINT`` is given, a 2 x 1-step joint stage
-   from it (round end with the best-state restore and new pseudo-labels); both workers get the same
-   workdirs, as on a shared file system.
+2. Stages: a 2-step baseline (``W_BASE``) and a 2 x 1-step joint stage from it (``W_JOINT``; round 0
+   on the pseudo-labels in ``PL_DIR``, round end with the best-state restore and new pseudo-labels);
+   both workers get the same workdirs, as on a shared file system.
 
 Every write is recorded with its path: Python-level writes through an audit hook (``open`` for
 writing, rename / replace, mkdir, remove) and the TensorFlow writers of the engine (``Checkpointer.save``,
@@ -39,7 +39,7 @@ def _audit(event: str, args: tuple) -> None:
                 WRITES.append([event, os.fsdecode(a)])
 
 
-def main(out: str, data_dir: str, w_base: str, w_joint: str | None = None) -> None:
+def main(out: str, data_dir: str, w_base: str, w_joint: str, pl_dir: str) -> None:
     t0 = time.time()
     import numpy as np
     import tensorflow as tf
@@ -98,11 +98,10 @@ def main(out: str, data_dir: str, w_base: str, w_joint: str | None = None) -> No
     base = run_supervised(stage_conf("baseline", data_dir, w_base, n_iter=2, data_aug=0))
     res["stages"] = {"baseline_step": base["step"]}
     print(f"worker {task}: baseline done ({time.time() - t0:.0f}s, cpu {time.process_time():.0f}s)", flush=True)
-    if w_joint:
-        joint = run_joint(stage_conf("joint", data_dir, w_joint, init_from=w_base, rounds=2, n_iter_per_round=1,
-                                     val_every=1, ckpt_every=1, data_aug=0))
-        res["stages"].update(joint_step=joint["step"], joint_rounds=[r["round"] for r in joint["rounds"]])
-        print(f"worker {task}: joint done ({time.time() - t0:.0f}s, cpu {time.process_time():.0f}s)", flush=True)
+    joint = run_joint(stage_conf("joint", data_dir, w_joint, init_from=w_base, rounds=2, n_iter_per_round=1,
+                                 val_every=1, ckpt_every=1, data_aug=0, pseudo_label_dir=pl_dir))
+    res["stages"].update(joint_step=joint["step"], joint_rounds=[r["round"] for r in joint["rounds"]])
+    print(f"worker {task}: joint done ({time.time() - t0:.0f}s, cpu {time.process_time():.0f}s)", flush=True)
     res["writes"] = WRITES
     res["seconds"] = time.time() - t0
     with open(os.path.join(out, f"worker{task}.json"), "w") as f:

@@ -227,3 +227,39 @@ def test_evaluate_script_errors(tmp_path):
     assert proc.returncode == 2  # refused before loading anything or evaluating
     expected = f"error: --export_dir: --model={tmp_path / 'sm'} is already a SavedModel"
     assert proc.stderr.strip().splitlines()[-1] == expected
+
+
+def test_an_unknown_labeled_set_is_an_error_where_it_matters_and_said_where_not(capsys):
+    """Issue 20: a model outside a stage workdir and no --no_of_tr_imgs / --comb_tr_imgs no longer
+    means tr1/c1 silently: where the split's volumes depend on them it is an error, else one line
+    says which list is used."""
+    from evaluation.evaluator import split_key
+
+    assert split_key("acdc", "val", "tr1", "c2") == ("tr1", "c2")
+    with pytest.raises(InputError, match=r"^--no_of_tr_imgs and --comb_tr_imgs: not given and not recorded .*"
+                                         r"the val volumes of acdc depend on them; pass them$"):
+        split_key("acdc", "val", None, None)
+    with pytest.raises(InputError, match=r"^--comb_tr_imgs: .* the val volumes of acdc depend on them"):
+        split_key("acdc", "val", "tr1", None)
+    with pytest.raises(InputError, match=r"^--no_of_tr_imgs: .* the test volumes of acdc depend"):  # ssl4mis test set
+        split_key("acdc", "test", None, "c1")
+    with pytest.raises(InputError, match="no such split"):
+        split_key("synthetic", "val", "tr99", None)
+    capsys.readouterr()
+    assert split_key("prostate_md", "test", None, None) == ("tr1", "c1")
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: --no_of_tr_imgs and --comb_tr_imgs: not given and not recorded with the model; using the test "
+        "volumes of tr1/c1 (the same for every labeled set of prostate_md)"]
+
+
+def test_evaluating_a_weights_file_outside_a_workdir_says_which_split(tmp_path, data_dir, capsys):
+    from evaluation.evaluator import evaluate_model
+
+    weights = tmp_path / "lone.weights.h5"
+    ed.random_unet(3).save_weights(str(weights))
+    summary = evaluate_model(str(weights), data_dir=str(data_dir), dataset="synthetic", split="val",
+                             out_dir=str(tmp_path / "out"), num_plot_volumes=0, write_predictions=False)
+    assert summary["ids"] == list(VAL_IDS) and summary["no_of_tr_imgs"] == "tr1"
+    assert [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")] == [
+        "warning: --no_of_tr_imgs and --comb_tr_imgs: not given and not recorded with the model; using the val "
+        "volumes of tr1/c1 (the same for every labeled set of synthetic)"]

@@ -383,6 +383,115 @@ def test_warm_start_carries_the_baselines_adam_moments(monkeypatch, tiny_data, b
     assert not any(np.any(s.numpy()) for s in got["optimizer"]._momentums)
 
 
+def _save_state(directory, step, unet, iterations, seed, optimizer=True) -> list:
+    """A training checkpoint ``directory/ckpt-<step>`` of ``unet`` (and an Adam over it whose moments
+    are drawn from ``seed`` and whose step count is ``iterations``); returns the Adam's slots."""
+    from training.engine import steps
+
+    objects = {"model": unet}
+    slots = []
+    if optimizer:
+        opt = steps.make_optimizer(1e-3, unet.trainable_variables, tf.distribute.get_strategy())
+        rng = np.random.default_rng(seed)
+        for slot in opt._momentums + opt._velocities:
+            slot.assign(rng.uniform(0.1, 1.0, tuple(slot.shape)).astype(np.float32))
+        opt.iterations.assign(iterations)
+        objects["optimizer"] = opt
+        slots = [v.numpy() for v in opt._momentums + opt._velocities]
+    tf.train.CheckpointManager(tf.train.Checkpoint(**objects), str(directory), 1).save(step)
+    return slots
+
+
+def _warm_start_capture(monkeypatch, tiny_data, workdir, init_from) -> dict:  # noqa: F811
+    from training.engine import steps
+
+    got: dict = {}
+
+    def capture(strategy, compute_fn, variables, optimizer, **kw):
+        got.update(variables=list(variables), state=list(kw.get("state_variables") or []), optimizer=optimizer)
+        raise _Stop
+
+    monkeypatch.setattr(steps, "make_train_step", capture)
+    with pytest.raises(_Stop):
+        _Hooks.run_joint(_joint_conf(tiny_data, workdir, init_from, plc_warm_start=True))
+    return got
+
+
+def _adam_slots(adam, n) -> list:
+    return [v.numpy() for v in adam._momentums[:n] + adam._velocities[:n]]
+
+
+def test_warm_start_takes_weights_and_adam_from_the_best_state(monkeypatch, tiny_data, baseline, tmp_path,  # noqa: F811
+                                                              capsys):
+    """Issue 20: --plc_warm_start continues one checkpoint, the baseline's W/best_state (saved with
+    W/best): its UNet and its Adam moments and step count; not the moments of the last checkpoint."""
+    import shutil
+
+    from models.unet import build_unet
+
+    wd = tmp_path / "baseline"
+    shutil.copytree(baseline, wd)
+    best = build_unet(NUM_CLASSES, (SIZE, SIZE))
+    best.load_weights(str(wd / "best" / "model.weights.h5"))
+    (wd / "best" / "best.json").write_text(json.dumps({"step": 30, "val_dice": 0.5}))
+    best_slots = _save_state(wd / "best_state", 30, best, iterations=30, seed=1)
+    _save_state(wd / "ckpt", 37, build_unet(NUM_CLASSES, (SIZE, SIZE)), iterations=37, seed=2)  # the last state
+    capsys.readouterr()
+    got = _warm_start_capture(monkeypatch, tiny_data, tmp_path / "joint", wd)
+    adam, n = got["optimizer"], len(best.trainable_variables)
+    assert int(adam.iterations.numpy()) == 30
+    for mine, theirs in zip(_adam_slots(adam, n), best_slots):
+        np.testing.assert_array_equal(mine, theirs)
+    base = _load_unet_weights(wd / "best" / "model.weights.h5")
+    mine = {v.path: v.numpy() for v in got["variables"] + got["state"]}
+    for path in sorted(base):
+        np.testing.assert_array_equal(mine[path], base[path], err_msg=path)
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_warm_start_fallbacks_say_what_they_use(monkeypatch, tiny_data, baseline, tmp_path, capsys):  # noqa: F811
+    """A baseline without W/best_state (made before stages kept it): weights and Adam state both from
+    its last checkpoint, with one line saying so; a checkpoint without an optimizer: one line saying
+    that Adam starts fresh."""
+    import shutil
+
+    from models.unet import build_unet
+
+    wd = tmp_path / "baseline"
+    shutil.copytree(baseline, wd)
+    last = build_unet(NUM_CLASSES, (SIZE, SIZE))
+    last_slots = _save_state(wd / "ckpt", 37, last, iterations=37, seed=2)
+    capsys.readouterr()
+    got = _warm_start_capture(monkeypatch, tiny_data, tmp_path / "joint", wd)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(err) == 1 and "has no best_state/" in err[0] and str(wd / "ckpt" / "ckpt-37") in err[0], err
+    adam, n = got["optimizer"], len(last.trainable_variables)
+    assert int(adam.iterations.numpy()) == 37
+    for mine, theirs in zip(_adam_slots(adam, n), last_slots):
+        np.testing.assert_array_equal(mine, theirs)
+    mine = {v.path: v.numpy() for v in got["variables"] + got["state"]}
+    for v in last.weights:  # the weights of that checkpoint, not of W/best
+        np.testing.assert_array_equal(mine[v.path], v.numpy(), err_msg=v.path)
+
+    wd2 = tmp_path / "baseline_no_adam"
+    shutil.copytree(baseline, wd2)
+    _save_state(wd2 / "best_state", 3, build_unet(NUM_CLASSES, (SIZE, SIZE)), 0, 0, optimizer=False)
+    got = _warm_start_capture(monkeypatch, tiny_data, tmp_path / "joint2", wd2)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(err) == 1 and "no Adam moments" in err[0] and "Adam starts fresh" in err[0], err
+    assert int(got["optimizer"].iterations.numpy()) == 0
+
+
+def test_round_floor_with_a_non_finite_start_says_so(monkeypatch, tiny_data, baseline, tmp_path, capsys):  # noqa: F811
+    _write_gt_pseudo_labels(tiny_data, tmp_path / "pl")
+    conf = _joint_conf(tiny_data, tmp_path / "joint", baseline, rounds=1, n_iter_per_round=1, val_every=1,
+                       ckpt_every=100, data_aug=0, rd_en=0, plc_round_floor=True, pseudo_label_dir=str(tmp_path / "pl"))
+    _Hooks(monkeypatch).run(conf, [float("nan"), 0.5])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert err == ["warning: [joint] round 0: the validation Dice of its starting model is nan: this round has no "
+                   "floor (--plc_round_floor); it keeps its best validated model as without the flag"]
+
+
 def _fixed_batch(valid_pairs, identical_pairs=False, seed=0) -> dict[str, tf.Tensor]:
     """One joint batch: 4 labeled slices and 10 contrastive pairs, every class in every image;
     the P anchors of each class are valid only in ``valid_pairs``."""

@@ -67,6 +67,17 @@ def test_real_slice_spacing_and_pixel_spacing_flag(tmp_path):
                                       pixel_spacing=(1.5, 1.5, 8.0))
 
 
+def test_folders_with_other_names_are_said(tmp_path):
+    """Issue 20: folders that are not patientXXX/ or XXX/ are skipped with one warning naming them."""
+    raw = write_cropped(tmp_path / "crop", folders=("patient001",), slice_spacing=10.0)
+    for name in ("patient_002", "scans"):
+        (raw / name).mkdir()
+    (raw / "README.txt").write_text("not a folder")
+    s = preprocess.preprocess_dataset("synthetic", raw, tmp_path / "pp", layout="original_cropped")
+    assert s["ids"] == ["001"]
+    assert s["warnings"] == [f"--raw_dir={raw}: 2 folder(s) not named patientXXX/ or XXX/ ignored: patient_002, scans"]
+
+
 def test_prostate_folder_names_and_positive_affine(tmp_path):
     raw = tmp_path / "pros"
     lab = np.minimum(heart((64, 64, 2)), 2)

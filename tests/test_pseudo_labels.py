@@ -87,6 +87,21 @@ def test_argmax_labels_geometry_and_manifest(tmp_path):
         np.testing.assert_array_equal(loaded[vol.id], threshold_model(vol.image[..., None]).argmax(-1))
 
 
+def test_unknown_slice_spacing_is_1mm_and_said(tmp_path, capsys):
+    """Issue 20: the ssl4mis layout records a null spacing (and a volume may record none): the
+    pseudo-label files say 1 mm along those axes, and one line says so (it used to crash on null)."""
+    vols = [Volume("001", _phantom(3), None, {"target_resolution": [2.5, 2.5], "spacing": [None, None, None]}),
+            Volume("007", _phantom(2), None, {"target_resolution": [2.5, 2.5]}),
+            Volume("009", _phantom(2), None, {"target_resolution": [2.5, 2.5], "spacing": [1.2, 1.2, 8.0]})]
+    capsys.readouterr()
+    pl.generate_pseudo_labels(threshold_model, vols, FakeConfig(), tmp_path, crf=False, progress=False)
+    for vid, through in (("001", 1.0), ("007", 1.0), ("009", 8.0)):
+        np.testing.assert_allclose(nib.load(str(tmp_path / f"{vid}.nii.gz")).affine, np.diag([2.5, 2.5, through, 1.0]))
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: pseudo-labels in {tmp_path}: the voxel spacing of 2 volume(s) is unknown (001, 007; no data_dir "
+        "image and none recorded): their NIfTI files say 1 mm along those axes"]
+
+
 def test_affine_from_data_dir_and_from_meta(tmp_path):
     vol = _volumes()[0]
     data_dir = tmp_path / "data"

@@ -19,7 +19,7 @@ STAGES = list(STAGE_FUNCTIONS)
 
 # Defaults as README.md documents them ("Flags").
 COMMON = dict(dataset="acdc", init_from=None, max_steps=0, seed=0, jit_compile="auto", num_replicas=1,
-              precision="fp32", val_every=50, ckpt_every=100, log_every=10, ver=0)
+              precision="fp32", val_every=50, ckpt_every=100, log_every=10, ver=0, override_config=False)
 DEFAULTS = {
     "train_selftrain.py": dict(
         COMMON, n_iter=5001, no_of_tr_imgs="tr2", comb_tr_imgs="c1", lr_seg=1e-3, dsc_loss=2, data_aug=1,

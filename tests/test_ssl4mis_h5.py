@@ -138,6 +138,24 @@ def test_acdc_lists_checked_against_configs(tmp_path):
     assert any(w.startswith("SSL4MIS lists differ from configs.acdc's ssl4mis split: train_patients") for w in s["warnings"])
 
 
+def test_lists_that_cannot_be_compared_are_said(tmp_path):
+    """Issue 20: a missing (or empty) list file and a train_slices.list too short for a labeled set
+    are not compared with configs: one warning each, and matches_configs is not True."""
+    raw = write_ssl4mis(tmp_path / "ACDC", patients={1: (1, 12)}, lists={"test": [1]})
+    s = preprocess.preprocess_dataset("acdc", raw, tmp_path / "pp", layout="ssl4mis_h5", ids=["001"])
+    not_compared = [f"{raw / 'train.list'}: missing or empty; the train patients are not compared with configs.acdc's "
+                    "ssl4mis split",
+                    f"{raw / 'val.list'}: missing or empty; the val patients are not compared with configs.acdc's "
+                    "ssl4mis split",
+                    f"{raw / 'train_slices.list'}: 0 slices, fewer than the 68 of SSL4MIS's 3-patient labeled set; "
+                    "labeled3 is not compared with configs.acdc",
+                    f"{raw / 'train_slices.list'}: 0 slices, fewer than the 136 of SSL4MIS's 7-patient labeled set; "
+                    "labeled7 is not compared with configs.acdc"]
+    assert s["ssl4mis_lists"]["not_compared"] == not_compared
+    assert set(not_compared) <= set(s["warnings"])
+    assert s["ssl4mis_lists"]["matches_configs"] is False  # test.list (patient 1 only) differs
+
+
 def _expect(raw, match, dataset="synthetic", **kw):
     return expect_layout_error(raw, "ssl4mis_h5", match, dataset, **kw)
 

@@ -206,6 +206,36 @@ def test_fine_tuning_source_errors(source, message, tiny_data, tmp_path, capsys)
     assert not wf.exists()  # refused before anything is written
 
 
+def test_a_rerun_under_other_settings_is_refused_in_one_line(tiny_data, tmp_path, capsys):  # noqa: F811
+    """Issue 20: ``train_selftrain.py`` in a workdir recorded with other training settings exits with
+    status 2 and one line naming each differing setting with both values, before anything is
+    written; a corrupt config.json is an error too, and stays as it is."""
+    import configs
+    from tests._scripts import stage_config
+    from training.engine.env import dataset_fields
+
+    wd = tmp_path / "w"
+    args = [f"--data_dir={tiny_data}", f"--workdir={wd}", "--dataset=synthetic", "--jit_compile=false",
+            "--no_of_tr_imgs=tr1", "--n_iter=3"]
+    conf = stage_config("baseline", args)
+    record = json.dumps({**conf.to_json(), **dataset_fields(configs.get_config("synthetic"))})
+    wd.mkdir()
+    (wd / "config.json").write_text(record)
+    code = _stage("train_selftrain.py", "baseline", tiny_data, wd, *args[3:], "--lr_seg=0.01", "--seed=1",
+                  "--crf=true").code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --workdir {wd}: holds a run with other training settings (seed: 0 -> 1, lr_seg: 0.001 "
+                   f"-> 0.01, crf: False -> True); use the recorded settings, a new --workdir, or --override_config "
+                   f"to resume it under the new ones"], err
+    assert (wd / "config.json").read_text() == record and sorted(p.name for p in wd.iterdir()) == ["config.json"]
+    (wd / "config.json").write_text('{"stage": "baseline",')
+    assert _stage("train_selftrain.py", "baseline", tiny_data, wd, *args[3:]).code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {wd / 'config.json'}: not valid JSON"), err
+    assert (wd / "config.json").read_text() == '{"stage": "baseline",'
+
+
 def test_a_diverged_stage_exits_with_status_3(tiny_data, tmp_path, capsys):  # noqa: F811
     """A learning rate of 1e30 makes every loss after the first step non-finite; 20 in a row stop
     the script with status 3, the last good state checkpointed, no summary or final weights."""

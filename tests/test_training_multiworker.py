@@ -7,9 +7,9 @@ baseline stage sharing one workdir (as on a shared file system) must leave summa
 weights, final weights and checkpoints written by the chief only, the other worker's files going to
 its temporary directory, which is removed when it exits.
 
-``PLC_MULTIWORKER_JOINT=1`` also runs a 2 x 1-step joint stage on both workers (round end with the
-chief's best state, new pseudo-labels, the collective skip decision); it is off in ``make test``
-because it adds ~35 s of CPU per worker (README, Tests).
+Then a 2 x 1-step joint stage on both workers from that baseline (warm start from its best state,
+round end with the chief's best state, new pseudo-labels, the collective skip decision); round 0
+trains on given pseudo-labels (the ground truth) so that only the round end predicts any.
 """
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ import pytest
 from tests._training_data import tiny_data  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
-WITH_JOINT = os.environ.get("PLC_MULTIWORKER_JOINT") == "1"
-TIMEOUT_S = 600 if WITH_JOINT else 300
+TIMEOUT_S = 600
 
 
 def _free_ports(n: int) -> list[int]:
@@ -46,10 +45,26 @@ def _inside(path: str, root: Path) -> bool:
     return Path(path).resolve().is_relative_to(root.resolve())
 
 
+def _ground_truth_pseudo_labels(data_dir: Path, out: Path) -> None:
+    """A complete pseudo-label directory (``<id>.nii.gz`` + ``manifest.json`` with the default flags'
+    settings) holding the labels of the unlabeled pool."""
+    import shutil
+
+    import configs
+
+    out.mkdir(parents=True)
+    ids = list(configs.get_split("synthetic", "tr1", "c1").unlabeled)
+    for vid in ids:
+        shutil.copyfile(data_dir / vid / "label.nii.gz", out / f"{vid}.nii.gz")
+    (out / "manifest.json").write_text(json.dumps({"kept": ids, "rejected": [], "crf": False, "tta_filter": False,
+                                                   "f1_threshold": 0.9, "seed": 0}))
+
+
 def test_two_workers_equal_one_process_and_only_the_chief_writes(tiny_data, tmp_path):  # noqa: F811
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    w_base, w_joint = tmp_path / "W_base", tmp_path / "W_joint"
-    args = [str(tmp_path), str(tiny_data), str(w_base)] + ([str(w_joint)] if WITH_JOINT else [])
+    w_base, w_joint, pl_dir = tmp_path / "W_base", tmp_path / "W_joint", tmp_path / "pl"
+    _ground_truth_pseudo_labels(tiny_data, pl_dir)
+    args = [str(tmp_path), str(tiny_data), str(w_base), str(w_joint), str(pl_dir)]
     procs, logs = [], []
     try:
         for i in range(2):
@@ -99,8 +114,8 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tiny_data, tmp_
         assert r["nan"] == {"applied": False, "iterations": 1, "max_weight_change": 0.0}
 
     # 2. Stages: same final steps on both workers; only the chief wrote into the workdirs.
-    stages = {"baseline_step": 2, **({"joint_step": 2, "joint_rounds": [0, 1]} if WITH_JOINT else {})}
-    workdirs = [w_base] + ([w_joint] if WITH_JOINT else [])
+    stages = {"baseline_step": 2, "joint_step": 2, "joint_rounds": [0, 1]}
+    workdirs = [w_base, w_joint]
     for r in res:
         assert r["stages"] == stages
     chief, other = res
@@ -111,7 +126,7 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tiny_data, tmp_
     assert {Path(w[1]) for w in chief["writes"] if w[0] == "summary"} == {
         wd / run for wd in workdirs for run in ("train", "eval")}
     assert {Path(w[1]) for w in chief["writes"] if w[0] == "checkpoint"} == {
-        w_base / "ckpt"} | ({w_joint / "ckpt", w_joint / "best_state"} if WITH_JOINT else set())
+        w_base / "ckpt", w_base / "best_state", w_joint / "ckpt", w_joint / "best_state"}
     assert [w for w in chief["writes"] if w[0] == "os.rename" and _inside(w[1], w_base / "best")]  # best weights
     events = [e for wd in workdirs for e in wd.rglob("events.out.tfevents.*")]
     assert len(events) == 2 * len(workdirs) and all(f".{chief['pid']}." in e.name for e in events)
@@ -120,6 +135,5 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tiny_data, tmp_
                      "final/model.weights.h5", "ckpt/checkpoint"):
             assert (wd / name).is_file(), wd / name
         assert json.loads((wd / "summary.json").read_text())["step"] == 2
-    if WITH_JOINT:
-        assert (w_joint / "pseudo_labels" / "round_1" / "manifest.json").is_file()
+    assert (w_joint / "pseudo_labels" / "round_1" / "manifest.json").is_file()
     assert not list((tmp_path / "tmp1").iterdir())  # the non-chief's temporary workdirs are gone

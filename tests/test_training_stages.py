@@ -116,10 +116,11 @@ def test_workdir_with_other_shapes_is_refused(baseline_dir, tiny_data):  # noqa:
         run_supervised(stage_conf("baseline", tiny_data, baseline_dir, batch_size=8))
 
 
-def test_resume_in_another_precision(baseline_dir, tiny_data, tmp_path):  # noqa: F811
-    """--precision may change on resume: the fp32 run's weights, Adam state and counters carry over
-    into a mixed_bfloat16 run. (mixed_float16 adds its loss scale to the same layout, see
-    tests/test_precision.py; its float16 convolution gradients are too slow on CPUs for a stage run.)"""
+def test_resume_in_another_precision(baseline_dir, tiny_data, tmp_path, capsys):  # noqa: F811
+    """--precision may change on resume (with --override_config: it changes the training): the fp32
+    run's weights, Adam state and counters carry over into a mixed_bfloat16 run. (mixed_float16 adds
+    its loss scale to the same layout, see tests/test_precision.py; its float16 convolution gradients
+    are too slow on CPUs for a stage run.)"""
     import shutil
 
     import tensorflow as tf
@@ -128,7 +129,18 @@ def test_resume_in_another_precision(baseline_dir, tiny_data, tmp_path):  # noqa
 
     wd = tmp_path / "baseline"
     shutil.copytree(baseline_dir, wd)
-    summary = run_supervised(stage_conf("baseline", tiny_data, wd, n_iter=5, precision="mixed_bfloat16"))
+    with pytest.raises(InputError, match=r"other training settings \(precision: 'fp32' -> 'mixed_bfloat16'\)"):
+        run_supervised(stage_conf("baseline", tiny_data, wd, n_iter=5, precision="mixed_bfloat16"))
+    capsys.readouterr()
+    summary = run_supervised(stage_conf("baseline", tiny_data, wd, n_iter=5, precision="mixed_bfloat16",
+                                        override_config=True))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert err == [f"warning: [baseline] --override_config: {wd} continues under changed settings (precision: "
+                   f"'fp32' -> 'mixed_bfloat16'); recorded in {wd / 'config.json'} (config_history)"]
+    history = json.loads((wd / "config.json").read_text())["config_history"]
+    assert len(history) == 1 and history[0]["override_config"] is True
+    assert history[0]["changes"] == {"precision": ["fp32", "mixed_bfloat16"], "n_iter": [4, 5],
+                                     "workdir": [str(baseline_dir), str(wd)]}  # the copy is another workdir
     assert summary["step"] == 5 and summary["nonfinite"] == 0 and summary["loss_scale_overflows"] == 0
     assert json.loads((wd / "config.json").read_text())["precision"] == "mixed_bfloat16"
     reader = tf.train.load_checkpoint(str(wd / "ckpt"))

@@ -47,6 +47,56 @@ def test_config_round_trip_and_shape_check(tmp_path):
     assert not W.has_config(tmp_path / "other")
 
 
+def test_a_rerun_with_other_training_settings_is_refused_unless_overridden(tmp_path):
+    """Issue 20: only lengths (growing), periods and paths may change in a workdir; any other setting
+    is refused with one line naming each setting and both values, unless --override_config, whose
+    changes are kept in config_history."""
+    conf = {"stage": "baseline", "num_classes": 4, "n_iter": 10, "lr_seg": 1e-3, "crf": False, "seed": 0,
+            "precision": "fp32", "num_replicas": 1, "val_every": 5, "data_dir": str(tmp_path / "data"),
+            "workdir": "w", "override_config": False}
+    keys = ("stage", "num_classes")
+    W.write_or_check_config(tmp_path, conf, keys)
+    before = (tmp_path / "config.json").read_text()
+    for change, text in (({"lr_seg": 0.01, "crf": True}, "lr_seg: 0.001 -> 0.01, crf: False -> True"),
+                         ({"precision": "mixed_bfloat16"}, "precision: 'fp32' -> 'mixed_bfloat16'"),
+                         ({"num_replicas": 2, "seed": 1}, "seed: 0 -> 1, num_replicas: 1 -> 2"),
+                         ({"n_iter": 9}, "n_iter: 10 -> 9 (may only grow)")):
+        with pytest.raises(InputError) as exc:
+            W.write_or_check_config(tmp_path, dict(conf, **change), keys)
+        assert f"other training settings ({text})" in _one_line(exc) and "--override_config" in str(exc.value)
+        assert (tmp_path / "config.json").read_text() == before  # refused: nothing written
+    # Schedule-only settings and paths: accepted, recorded, no override needed.
+    same_dir = str(tmp_path / "data" / ".." / "data")
+    assert W.write_or_check_config(tmp_path, dict(conf, n_iter=20, val_every=7, workdir="moved",
+                                                  data_dir=same_dir), keys) == {}
+    rec = W.read_config(tmp_path)
+    assert rec["n_iter"] == 20 and [h["changes"] for h in rec[W.HISTORY_KEY]] == [
+        {"n_iter": [10, 20], "val_every": [5, 7], "workdir": ["w", "moved"]}]
+    assert rec[W.HISTORY_KEY][0]["override_config"] is False
+    # --override_config: resumed under the new settings, the change appended to the history.
+    new = dict(conf, n_iter=20, val_every=7, workdir="moved", lr_seg=0.01, override_config=True)
+    assert W.write_or_check_config(tmp_path, new, keys, override=True) == {"lr_seg": (1e-3, 0.01)}
+    rec = W.read_config(tmp_path)
+    assert rec["lr_seg"] == 0.01 and len(rec[W.HISTORY_KEY]) == 2
+    assert rec[W.HISTORY_KEY][1]["changes"] == {"lr_seg": [0.001, 0.01]} and rec[W.HISTORY_KEY][1]["override_config"]
+    W.write_or_check_config(tmp_path, dict(new, override_config=False), keys)  # same settings: history kept
+    assert len(W.read_config(tmp_path)[W.HISTORY_KEY]) == 2
+    # Shape keys stay refused, even with the override.
+    with pytest.raises(InputError, match=r"different configuration \(num_classes: 4 -> 3\)"):
+        W.write_or_check_config(tmp_path, dict(new, num_classes=3), keys, override=True)
+
+
+@pytest.mark.parametrize("content, message", [("{", "not valid JSON"), ("[1]", "expected a JSON object, got list"),
+                                              (b"\xff\xfe", "cannot read")])
+def test_a_corrupt_config_json_is_an_error_never_replaced(tmp_path, content, message):
+    path = tmp_path / "config.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(InputError) as exc:
+        W.write_or_check_config(tmp_path, {"stage": "baseline"}, ("stage",))
+    assert _one_line(exc).startswith(f"{path}: {message}")
+    assert path.read_bytes() == (content if isinstance(content, bytes) else content.encode())
+
+
 def test_config_errors_name_the_file(tmp_path):
     with pytest.raises(InputError) as exc:
         W.read_config(tmp_path)
@@ -235,6 +285,22 @@ def test_model_source_of_each_kind(tmp_path, unet):
     assert W.is_saved_model(tmp_path / "sm") and not W.is_saved_model(wd)
     assert W.latest_version(tmp_path / "sm") == tmp_path / "sm" / "7" and W.latest_version(wd) is None
     assert W.saved_model_metadata(tmp_path / "sm") == {}
+
+
+def test_a_validating_stage_without_best_weights_says_it_uses_final(tmp_path, unet, capsys):
+    """Issue 20: W/final instead of W/best is said (once per workdir) for the stages that validate;
+    for pre-training stages W/final is their model."""
+    wd = _config(tmp_path / "b", stage="baseline", dataset="prostate_md")
+    W.save_final(unet, wd)
+    capsys.readouterr()
+    assert W.model_source(wd).path == W.model_source(wd).path == wd / "final" / "model.weights.h5"
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {wd}: no best/model.weights.h5 (no validation was saved); using "
+        f"{wd / 'final' / 'model.weights.h5'}, the model at the end of the stage"]
+    pre = _config(tmp_path / "g", stage="global", dataset="prostate_md")
+    W.save_final(unet, pre)
+    assert W.model_source(pre).path == pre / "final" / "model.weights.h5"
+    assert capsys.readouterr().err == ""
 
 
 def test_model_source_errors(tmp_path):

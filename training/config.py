@@ -35,6 +35,8 @@ class StageConfig:
         ver: version tag (``1`` in the joint stage: stop-gradient prototypes).
         no_of_tr_imgs: volume set (labeled set; pre-training: None = the dataset's unlabeled pool).
         comb_tr_imgs: combination of ``no_of_tr_imgs``.
+        override_config: resume a workdir recorded with other training settings
+            (:func:`workdir.write_or_check_config`).
     """
 
     stage: str
@@ -54,6 +56,7 @@ class StageConfig:
     ver: int
     no_of_tr_imgs: str | None
     comb_tr_imgs: str
+    override_config: bool
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with ``changes`` applied (the config itself is frozen)."""

@@ -33,6 +33,9 @@ SPECS: dict[str, tuple[Any, str]] = {
     "val_every": ("int", "validate every this many iterations (val_step_update)"),
     "ckpt_every": ("int", "save a resumable checkpoint every this many iterations"),
     "log_every": ("int", "write training scalars every this many iterations"),
+    "override_config": ("bool", "resume a --workdir whose config.json records other training settings "
+                                "(refused otherwise; lengths, periods and paths may change anyway); the "
+                                "changes are added to its config_history"),
     "ver": ("int", "version tag (--ver 1 in the joint stage: stop-gradient prototypes)"),
     "no_of_tr_imgs": ("str", "volume set: the labeled set (tr1, tr2, tr8, trall, ...); pre-training "
                              "default: the dataset's unlabeled pool (tr52 ACDC / tr22 prostate / tr10 MMWHS)"),
@@ -80,8 +83,9 @@ SPECS: dict[str, tuple[Any, str]] = {
     "plc_global_best": ("bool", "keep the global best across rounds (the release resets the running best "
                                 "to the last validation Dice at each round end, 9.3.6)"),
     "plc_warm_start": ("bool", "variant plc_plus: round 0 continues the --init_from model: segmentation head, "
-                               "BN moving statistics and Adam moments too (default, the release: encoder/decoder "
-                               "trainable weights only, fresh head, statistics and Adam)"),
+                               "BN moving statistics and Adam moments too, all from its best_state/ checkpoint "
+                               "(default, the release: encoder/decoder trainable weights only, fresh head, "
+                               "statistics and Adam)"),
     "plc_round_floor": ("bool", "variant plc_plus: validate the model each round starts from and never keep a "
                                 "model whose validation Dice is below it (default, the release: keep the round's "
                                 "best even then)"),
@@ -92,7 +96,7 @@ SPECS: dict[str, tuple[Any, str]] = {
 COMMON_DEFAULTS: dict[str, Any] = {
     "dataset": "acdc", "data_dir": None, "workdir": None, "init_from": None, "max_steps": 0, "seed": 0,
     "jit_compile": "auto", "num_replicas": 1, "precision": prec.DEFAULT_PRECISION, "val_every": 50,
-    "ckpt_every": 100, "log_every": 10, "ver": 0, "comb_tr_imgs": "c1",
+    "ckpt_every": 100, "log_every": 10, "ver": 0, "comb_tr_imgs": "c1", "override_config": False,
 }
 
 # Per-script flag defaults (the originals' README settings).

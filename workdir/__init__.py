@@ -2,7 +2,8 @@
 
 Layout of a stage workdir ``W`` (``--workdir``)::
 
-    W/config.json              resolved flags + dataset settings, flat (write_or_check_config, read_config,
+    W/config.json              resolved flags + dataset settings, flat, and the config_history of the
+                               reruns that changed them (write_or_check_config, read_config,
                                stage_of, decoder_blocks_of, num_classes_of, run_info)
     W/best/model.weights.h5    UNet with the best validation Dice (save_best)
     W/best/best.json           {"step": int, "val_dice": float} (save_best, read_best)
@@ -20,7 +21,8 @@ Cross-stage hand-offs are typed reads with the defaults of the flags that wrote 
 :func:`stage_of`, :func:`decoder_blocks_of` (default 3, ``--no_of_decoder_blocks``),
 :func:`num_classes_of`.
 """
-from workdir.records import (BEST_DIR, BEST_JSON, CONFIG, DEFAULT_DECODER_BLOCKS, METRICS, SUMMARY, MetricsLog,
+from workdir.records import (BEST_DIR, BEST_JSON, CONFIG, DEFAULT_DECODER_BLOCKS, HISTORY_KEY, METRICS, SUMMARY,
+                             MetricsLog,
                              RunInfo, config_path, decoder_blocks_of, find_workdir, has_config,
                              metrics_path, num_classes_of, read_best, read_config, read_eval_summary,
                              read_metrics, read_summary, run_info, stage_of,
@@ -31,7 +33,7 @@ from workdir.weights import (FINAL_DIR, METADATA_PATH, WEIGHTS_NAME, LoadedModel
                              save_final, save_weights_atomic, saved_model_metadata, saved_model_predictor)
 
 __all__ = [
-    "BEST_DIR", "BEST_JSON", "CONFIG", "DEFAULT_DECODER_BLOCKS", "FINAL_DIR", "METADATA_PATH", "METRICS",
+    "BEST_DIR", "BEST_JSON", "CONFIG", "DEFAULT_DECODER_BLOCKS", "FINAL_DIR", "HISTORY_KEY", "METADATA_PATH", "METRICS",
     "SUMMARY", "WEIGHTS_NAME", "LoadedModel", "MetricsLog", "ModelSource", "RunInfo", "config_path",
     "decoder_blocks_of", "find_workdir", "has_config", "is_saved_model", "latest_version",
     "load_model", "load_unet", "metrics_path", "model_dataset_config", "model_source", "num_classes_of", "read_best", "read_config",

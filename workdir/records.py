@@ -87,9 +87,73 @@ def has_config(workdir: str | os.PathLike) -> bool:
     return config_path(workdir).is_file()
 
 
+# Settings a stage may be rerun with in a workdir that holds a run with other values (how long and how
+# often it runs, where its files are), checked by write_or_check_config; any other recorded setting
+# must be equal, or the rerun be forced with --override_config.
+LENGTH_KEYS = ("n_iter", "rounds", "n_iter_per_round")  # may grow: a longer run continues the old one
+SCHEDULE_KEYS = ("max_steps", "val_every", "ckpt_every", "log_every", "jit_compile",
+                 "crf_workers")  # when it validates / saves / logs, how it runs: not what it computes
+PLACE_KEYS = ("workdir", "init_from", "pseudo_label_dir")  # paths of this and earlier stages (may move)
+PATH_KEYS = ("data_dir",)  # compared as the directories they name
+HISTORY_KEY = "config_history"  # list of {"time", "changes": {key: [old, new]}, "override_config"}
+UNCOMPARED_KEYS = (HISTORY_KEY, "override_config")
+
+
+def _same_path(old: Any, new: Any) -> bool:
+    if old == new:
+        return True
+    if not isinstance(old, str) or not isinstance(new, str):
+        return False
+    return os.path.realpath(old) == os.path.realpath(new)
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], shape_keys: tuple[str, ...]
+                   ) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
+    """The differences between a recorded ``config.json`` and the config of a rerun.
+
+    Keys absent on either side (flags added or removed since) are not compared.
+
+    Returns:
+        ``(shape, settings, schedule)``, each ``{key: (old, new)}``: changed ``shape_keys`` (the
+        checkpoints do not fit), changed training settings (every other key, a shrunk
+        :data:`LENGTH_KEYS` value included) and changes a rerun may make (grown lengths,
+        :data:`SCHEDULE_KEYS`, :data:`PLACE_KEYS`).
+    """
+    new = json.loads(json.dumps(new))  # compare as recorded (tuples -> lists, ...)
+    shape: dict[str, tuple[Any, Any]] = {}
+    settings: dict[str, tuple[Any, Any]] = {}
+    schedule: dict[str, tuple[Any, Any]] = {}
+    for key in new:
+        if key in UNCOMPARED_KEYS or key not in old:
+            continue
+        a, b = old[key], new[key]
+        if (_same_path(a, b) if key in PATH_KEYS else a == b):
+            continue
+        if key in shape_keys:
+            shape[key] = (a, b)
+        elif key in SCHEDULE_KEYS or key in PLACE_KEYS:
+            schedule[key] = (a, b)
+        elif key in LENGTH_KEYS and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b >= a:
+            schedule[key] = (a, b)
+        else:
+            settings[key] = (a, b)
+    return shape, settings, schedule
+
+
+def _describe(changes: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k}: {a!r} -> {b!r}" + (" (may only grow)" if k in LENGTH_KEYS else "")
+                     for k, (a, b) in changes.items())
+
+
 def write_or_check_config(workdir: str | os.PathLike, config: dict[str, Any], shape_keys: tuple[str, ...],
-                          is_chief: bool = True) -> None:
-    """Write ``W/config.json`` or refuse a workdir whose config differs in a shape-changing key.
+                          is_chief: bool = True, override: bool = False) -> dict[str, tuple[Any, Any]]:
+    """Write ``W/config.json``, or refuse a workdir whose config.json records other settings.
+
+    A rerun in a workdir that holds a ``config.json`` resumes (or redoes) that run, so it must run
+    under the recorded settings: a changed ``shape_keys`` value is always refused (the checkpoints do
+    not fit), any other changed setting unless ``override`` (``--override_config``); lengths may grow
+    and :data:`SCHEDULE_KEYS` / :data:`PLACE_KEYS` may change (:func:`config_changes`). Every change
+    is appended to the ``config_history`` of the written file.
 
     Args:
         workdir: the stage workdir.
@@ -97,24 +161,43 @@ def write_or_check_config(workdir: str | os.PathLike, config: dict[str, Any], sh
         shape_keys: keys whose change makes the existing checkpoints unusable (model / head shapes,
             stage, dataset, ...).
         is_chief: only the chief writes.
+        override: resume under changed training settings (``--override_config``).
+
+    Returns:
+        The training settings ``override`` let change, ``{key: (old, new)}`` (empty for a new
+        workdir, the same settings or only rerun changes).
 
     Raises:
-        InputError: the workdir holds a config.json whose shape keys differ.
+        InputError: the workdir's config.json is unreadable, not valid JSON or not an object (it is
+            never replaced), or records other shape keys, or other settings without ``override``;
+            nothing is written then.
     """
     path = config_path(workdir)
+    settings: dict[str, tuple[Any, Any]] = {}
+    record = dict(config)
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None  # an unreadable config is replaced
-        if isinstance(old, dict):
-            diffs = [k for k in shape_keys if k in old and k in config and old[k] != config[k]]
-            if diffs:
-                desc = ", ".join(f"{k}: {old[k]!r} -> {config[k]!r}" for k in diffs)
-                raise InputError(f"--workdir {workdir}: holds a run with a different configuration "
-                                 f"({desc}); use a new --workdir or delete it")
+        old = _read_object(path)
+        shape, settings, schedule = config_changes(old, config, tuple(shape_keys))
+        if shape:
+            raise InputError(f"--workdir {workdir}: holds a run with a different configuration "
+                             f"({_describe(shape)}); use a new --workdir or delete it")
+        if settings and not override:
+            raise InputError(f"--workdir {workdir}: holds a run with other training settings "
+                             f"({_describe(settings)}); use the recorded settings, a new --workdir, or "
+                             f"--override_config to resume it under the new ones")
+        changes = {**settings, **schedule}
+        history = list(old.get(HISTORY_KEY) or [])
+        if changes:
+            import datetime
+
+            history.append({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                            "changes": {k: [a, b] for k, (a, b) in changes.items()},
+                            "override_config": bool(settings)})
+        if history:
+            record[HISTORY_KEY] = history
     if is_chief:
-        atomic_write_json(path, config)
+        atomic_write_json(path, record)
+    return settings
 
 
 def read_config(workdir: str | os.PathLike) -> dict[str, Any]:

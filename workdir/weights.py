@@ -2,7 +2,8 @@
 
 A *model path* is one of
 
-* a stage workdir ``W`` (its ``best/model.weights.h5``, else ``final/model.weights.h5``);
+* a stage workdir ``W`` (its ``best/model.weights.h5``, else ``final/model.weights.h5``, with a
+  warning for a stage that validates);
 * a ``.weights.h5`` file (``build_unet``-compatible);
 * a training checkpoint: the ``W/ckpt`` folder (its newest checkpoint) or a prefix ``W/ckpt/ckpt-3``
   (the ``model=`` entry is restored);
@@ -27,7 +28,7 @@ from typing import Any, Callable, Literal, NamedTuple
 
 import numpy as np
 
-from common.errors import InputError
+from common.errors import InputError, warn
 from workdir import records
 
 WEIGHTS_NAME = "model.weights.h5"
@@ -121,6 +122,23 @@ def _checkpoint_prefix(path: Path) -> Path | None:
     return None if prefix is None else Path(prefix)
 
 
+# Stages that keep W/best (they validate); the others' model is W/final.
+VALIDATING_STAGES = ("baseline", "joint")
+_WARNED: set[Path] = set()
+
+
+def _warn_no_best(workdir: Path, final: Path) -> None:
+    """One line (once per workdir and process) when a validating stage's workdir has no ``best/``."""
+    try:
+        stage = records.stage_of(workdir) if records.has_config(workdir) else None
+    except InputError:
+        stage = None
+    if stage in VALIDATING_STAGES and workdir.resolve() not in _WARNED:
+        _WARNED.add(workdir.resolve())
+        warn(f"{workdir}: no {records.BEST_DIR}/{WEIGHTS_NAME} (no validation was saved); using {final}, "
+             f"the model at the end of the stage")
+
+
 def model_source(path: str | os.PathLike) -> ModelSource:
     """Which weights ``path`` holds (see the module docstring for the accepted paths).
 
@@ -145,6 +163,8 @@ def model_source(path: str | os.PathLike) -> ModelSource:
         for sub in WEIGHT_SUBDIRS:
             candidate = p / sub / WEIGHTS_NAME
             if candidate.is_file():
+                if sub == FINAL_DIR:
+                    _warn_no_best(p, candidate)
                 return ModelSource("weights", candidate, workdir)
         raise InputError(f"{p}: no {'/ or '.join(WEIGHT_SUBDIRS)}/{WEIGHTS_NAME} in this workdir "
                          f"(has the stage finished?)")

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import tensorflow as tf
 
 import configs
-from common.errors import InputError
+from common.errors import InputError, warn
 from data import store
 from training.config import StageConfig
 from training.engine import strategy as strat
@@ -93,7 +93,14 @@ def prepare(conf: StageConfig, shape_keys: Sequence[str], split_key: tuple[str, 
 
         remove_stale_temps(out_dir)
     record = {**conf.to_json(), **dataset_fields(cfg), **(extra or {})}
-    wdir.write_or_check_config(out_dir, record, tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys), is_chief=True)
+    keys, override = tuple(COMMON_SHAPE_KEYS) + tuple(shape_keys), bool(conf.override_config)
+    if not chief and wdir.has_config(workdir):  # the chief's record (shared file system): refuse with it
+        wdir.write_or_check_config(workdir, record, keys, is_chief=False, override=override)
+    overridden = wdir.write_or_check_config(out_dir, record, keys, is_chief=True, override=override)
+    if overridden and chief:
+        warn(f"[{conf.stage}] --override_config: {workdir} continues under changed settings ("
+             + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in overridden.items())
+             + f"); recorded in {wdir.config_path(workdir)} ({wdir.HISTORY_KEY})")
     return StageEnv(conf=conf, cfg=cfg, split=split, strategy=strategy, workdir=workdir,
                     out_dir=out_dir, is_chief=chief,
                     xla=strat.xla_plan(conf.jit_compile, int(strategy.num_replicas_in_sync)),

@@ -33,6 +33,7 @@ from training.engine.env import StageEnv, distribute, prepare, write_summary
 from training.engine.validation import Validator
 
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+BEST_STATE_DIR = "best_state"  # W/best_state: the checkpoint of the model in W/best
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Task:
     shape_keys: tuple[str, ...] = ()
     validates: bool = True
     models: dict[str, keras.Model]  # set by the runner from build()
+    best_state: ck.Checkpointer | None = None  # set by attach()
 
     def __init__(self, conf: StageConfig, env: StageEnv) -> None:
         self.conf = conf
@@ -123,7 +125,15 @@ class Task:
         raise NotImplementedError
 
     def attach(self, objects: dict[str, Any]) -> None:
-        """Called with every checkpointed object (models, optimizer, state) before the restore."""
+        """Called with every checkpointed object (models, optimizer, state) before the restore.
+
+        A validating stage keeps the full training state of its best model (every checkpointed
+        object) in ``W/best_state`` beside ``W/best``, so that a later stage can continue exactly
+        that model, with its Adam state (``--plc_warm_start``).
+        """
+        self.best_state = ck.Checkpointer(self.env.out_dir / BEST_STATE_DIR, max_to_keep=1,
+                                          restore_from=self.env.workdir / BEST_STATE_DIR,
+                                          **objects) if self.validates else None
 
     def initialize(self) -> None:
         """Fresh start only (no checkpoint restored): copy weights from ``--init_from``."""
@@ -143,7 +153,10 @@ class Task:
         yield Segment(end_step=self.conf.end_step, dataset_fn=self.dataset_fn, desc=self.conf.stage)
 
     def save_best(self, step: int, val_dice: float) -> None:
+        """``W/best`` (weights, ``best.json``), then the training state in ``W/best_state``."""
         wdir.save_best(self.models["model"], self.env.out_dir, step, val_dice)
+        if self.best_state is not None:
+            self.best_state.save(step)
 
     def summary(self, run: StageRun) -> dict[str, Any]:
         """The stage-specific part of ``summary.json``."""
@@ -160,8 +173,9 @@ def run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
     Every model of the stage (the trained ones, and those loaded from ``--init_from``) is built
     under the Keras dtype policy of ``conf.precision``. The checkpoint layout is the same in every
     precision (float32 variables; Adam under ``optimizer``, the float16 loss scale under
-    ``loss_scale``), so a workdir may be resumed with another ``--precision``: weights, Adam state
-    and counters carry over, the loss scale starts fresh when the previous run had none.
+    ``loss_scale``), so a workdir may be resumed with another ``--precision`` (with
+    ``--override_config``: a changed precision changes the training): weights, Adam state and
+    counters carry over, the loss scale starts fresh when the previous run had none.
     """
     with precision_policy(conf.precision):
         return _run_stage(task_cls, conf)

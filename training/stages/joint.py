@@ -3,9 +3,10 @@ contrastive training, pseudo-labels re-estimated between rounds.
 
 * Initialization (round 0, the release's and the default): encoder and decoder from the baseline
   (``--init_from``; trainable weights only, BN statistics fresh, §9.3.9), segmentation head and h head
-  freshly initialized, fresh Adam. ``--plc_warm_start`` (variant ``plc_plus``) continues the baseline instead: segmentation
-  head and BN moving statistics copied too, and the Adam moments of the UNet variables taken from
-  the baseline's last checkpoint (:func:`carry_adam_state`), so round 0 starts from the baseline's
+  freshly initialized, fresh Adam. ``--plc_warm_start`` (variant ``plc_plus``) continues the baseline
+  instead: the UNet (head and BN moving statistics included) and the Adam moments and step count of its
+  variables, all from one checkpoint, the baseline's ``W/best_state`` (the state of its ``W/best`` model;
+  :func:`warm_start_checkpoint`, :func:`carry_adam_state`), so round 0 starts from the baseline's
   predictions at the baseline's update scale.
 * Each iteration: one 40-image forward (``training.engine.steps.joint_compute``) on a unit from
   ``data.joint_sampler``; skipped units count as iterations.
@@ -35,7 +36,7 @@ from typing import Any, Iterator
 import tensorflow as tf
 
 from data import joint_sampler, store
-from common.errors import InputError
+from common.errors import InputError, warn
 from data.plc_selection import CONTRASTIVE_BT_SIZE
 from losses.pseudo_label_contrastive import pseudo_label_local_contrastive_loss
 from losses.segmentation import segmentation_loss
@@ -43,12 +44,11 @@ from models.heads import build_h
 from models.transfer import transfer_weights
 from models.unet import build_unet
 from training.config import SelfTrainConfig
-from training.engine import checkpoint as ck
 from training.engine import loop as loop_lib
 from training.engine import steps
 from training.engine import strategy as strat
 from training.engine.env import data_seed, load_labeled
-from training.engine.runner import Segment, StageRun, Task, labeled_arrays, run_stage
+from training.engine.runner import BEST_STATE_DIR, Segment, StageRun, Task, labeled_arrays, run_stage
 from training.stages.pseudolabel import load_kept, make_pseudo_labels, round_dir
 import workdir as wdir
 
@@ -80,34 +80,71 @@ ADAM_KEY = "optimizer/_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
 ITERATIONS_KEY = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def carry_adam_state(init_from: str, adam: Any, count: int) -> int:
+def warm_start_checkpoint(init_from: str) -> str | None:
+    """The checkpoint ``--plc_warm_start`` takes the UNet *and* its Adam state from (one prefix, so
+    that weights and moments belong together); None: there is none (weights only, fresh Adam).
+
+    ``init_from`` a stage workdir: its ``best_state/`` (the training state saved with ``best/``);
+    a workdir without one (made before stages kept it) uses its last ``ckpt/`` checkpoint, saying
+    so. ``init_from`` a checkpoint folder or prefix: that checkpoint. Every fallback prints one line.
+    """
+    path = Path(init_from)
+    if Path(f"{init_from}.index").is_file():
+        return str(path)
+    if not path.exists():
+        return None  # the model loader says what is wrong with it
+    if not path.is_dir():
+        warn(f"[joint] --plc_warm_start: --init_from={init_from} is a weights file, not a workdir or "
+             f"checkpoint: weights from it, Adam state fresh")
+        return None
+    if (path / "checkpoint").is_file():
+        return tf.train.latest_checkpoint(str(path))
+    best_state = tf.train.latest_checkpoint(str(path / BEST_STATE_DIR))
+    if best_state is not None:
+        best = wdir.read_best(path)
+        if best is not None and not best_state.endswith(f"-{best['step']}"):
+            warn(f"[joint] --plc_warm_start: {best_state} is not the step of {path / wdir.BEST_DIR} "
+                 f"(step {best['step']}; its run was interrupted between the two writes): weights and "
+                 f"Adam state from {best_state}")
+        return best_state
+    last = tf.train.latest_checkpoint(str(path / "ckpt"))
+    if last is not None:
+        warn(f"[joint] --plc_warm_start: {init_from} has no {BEST_STATE_DIR}/ (made before stages kept "
+             f"the state of their best model): weights and Adam state from its last checkpoint {last}, "
+             f"not from {wdir.BEST_DIR}/")
+        return last
+    warn(f"[joint] --plc_warm_start: {init_from} has no {BEST_STATE_DIR}/ or ckpt/ checkpoint: weights "
+         f"from {wdir.model_source(init_from).path}, Adam state fresh")
+    return None
+
+
+def carry_adam_state(ckpt: str, adam: Any, count: int) -> int:
     """Copy the Adam moments of the first ``count`` variables (and the iteration counter) from the
-    latest checkpoint of the ``init_from`` workdir into ``adam``; returns how many were copied.
+    checkpoint ``ckpt`` (:func:`warm_start_checkpoint`) into ``adam``; returns how many were copied.
 
     Why (``--plc_warm_start``): a fresh Adam's first updates are sign steps of the full learning
     rate on every weight (bias-corrected ``m / sqrt(v)`` = +-1), which throws a trained network far off
     (measured: validation Dice 0.54 -> 0.26 after one step). With the baseline's moments the joint
     stage continues at the baseline's own update scale. The baseline's optimizer was built on its
     UNet's trainable variables, in the order the joint stage lists them first (checked by shape); the
-    ``h`` head keeps fresh moments. Nothing is copied (0) when ``init_from`` has no checkpoint.
+    ``h`` head keeps fresh moments. When the checkpoint's optimizer does not fit, nothing is copied
+    (0) and one line says that Adam starts fresh.
     """
-    ckpt = tf.train.latest_checkpoint(str(Path(init_from) / "ckpt")) if Path(init_from).is_dir() else None
-    if ckpt is None:
-        return 0
     reader = tf.train.load_checkpoint(ckpt)
     pairs = list(zip(adam._momentums, adam._velocities))[:count]  # Keras 3 Adam slots, in variable order
     if reader.has_tensor(ADAM_KEY.format(2 + 2 * count)):  # an optimizer over other variables too
-        loop_lib.log(f"[joint] {ckpt}: its optimizer holds more than the UNet's variables; Adam starts fresh")
+        warn(f"[joint] {ckpt}: its optimizer holds more than the UNet's variables; Adam starts fresh")
         return 0
     values = []
     for j, (m, v) in enumerate(pairs):
         km, kv = ADAM_KEY.format(2 + 2 * j), ADAM_KEY.format(3 + 2 * j)  # 0: iteration, 1: learning rate
         if not (reader.has_tensor(km) and reader.has_tensor(kv)):
+            warn(f"[joint] {ckpt}: no Adam moments for UNet variable {j} of {count}; Adam starts fresh")
             return 0
         a, b = reader.get_tensor(km), reader.get_tensor(kv)
         if tuple(a.shape) != tuple(m.shape) or tuple(b.shape) != tuple(v.shape):
-            loop_lib.log(f"[joint] {ckpt}: optimizer slot {j} has shape {a.shape}, not {tuple(m.shape)}; "
-                         "Adam starts fresh")
+            warn(f"[joint] {ckpt}: optimizer slot {j} has shape {a.shape}, not {tuple(m.shape)}; "
+                 "Adam starts fresh")
             return 0
         values.append((a, b))
     for (m, v), (a, b) in zip(pairs, values):
@@ -115,6 +152,8 @@ def carry_adam_state(init_from: str, adam: Any, count: int) -> int:
         v.assign(b)
     if reader.has_tensor(ITERATIONS_KEY):
         adam.iterations.assign(reader.get_tensor(ITERATIONS_KEY))
+    else:
+        warn(f"[joint] {ckpt}: no Adam iteration count; its bias correction starts at step 0")
     return len(values)
 
 
@@ -157,18 +196,19 @@ class JointTask(Task):
         return self.conf.lr_seg
 
     def attach(self, objects: dict[str, Any]) -> None:
+        super().attach(objects)
         self.adam = objects["optimizer"]
-        self.best_state = ck.Checkpointer(self.env.out_dir / "best_state", max_to_keep=1,
-                                          restore_from=self.env.workdir / "best_state", **objects)
 
     def initialize(self) -> None:
-        self.baseline = wdir.load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
         if self.conf.plc_warm_start:
+            ckpt = warm_start_checkpoint(self.conf.init_from)
+            self.baseline = wdir.load_unet(ckpt or self.conf.init_from, num_classes=self.cfg.num_classes)
             copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_", "seg_"), include_non_trainable=True)
-            carried = carry_adam_state(self.conf.init_from, self.adam, len(self.unet.trainable_variables))
+            carried = carry_adam_state(ckpt, self.adam, len(self.unet.trainable_variables)) if ckpt else 0
             what = (f"layers (head and BN statistics included, --plc_warm_start; Adam state of "
-                    f"{carried} UNet variables carried over)")
+                    f"{carried} UNet variables carried over{f' from {ckpt}' if ckpt else ''})")
         else:
+            self.baseline = wdir.load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
             copied = transfer_weights(self.baseline, self.unet, ("enc_", "dec_"))
             what = "encoder/decoder layers"
         loop_lib.log(f"[joint] initialized {len(copied)} {what} from {self.conf.init_from}")
@@ -191,10 +231,6 @@ class JointTask(Task):
             flags = strategy.experimental_local_results(batch["valid"])
             return strat.any_worker(strategy, not all(bool(f.numpy()) for f in flags))
         return skipped
-
-    def save_best(self, step: int, val_dice: float) -> None:
-        wdir.save_best(self.unet, self.env.out_dir, step, val_dice)
-        self.best_state.save(step)
 
     def pseudo_labels(self, r: int) -> tuple[list, list]:
         """Images and pseudo-labels of round ``r`` (made now if the round's directory is incomplete)."""
@@ -267,6 +303,8 @@ class JointTask(Task):
             run.metrics.write()
         self.round_info[-1]["start_val_dice"] = start
         if not math.isfinite(start):
+            warn(f"[joint] round {r}: the validation Dice of its starting model is {start}: this round has "
+                 f"no floor (--plc_round_floor); it keeps its best validated model as without the flag")
             return
         if self.conf.plc_global_best and start <= float(state.best.numpy()):
             return  # the global best (saved in an earlier round) already beats the start

@@ -4,7 +4,8 @@
 ``manifest.json`` (kept / rejected volumes, TTA agreement, timings), written by
 ``pseudolabels.generate.generate_pseudo_labels``. The manifest is written last, so a directory
 with a manifest is complete; rerunning the stage with the same CRF / TTA / seed settings then
-does nothing, with other settings it regenerates the labels.
+does nothing; other settings are refused (``config.json`` records the old ones) unless
+``--override_config``, and then the labels are regenerated.
 """
 from __future__ import annotations
 
