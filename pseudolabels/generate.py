@@ -86,6 +86,23 @@ def _reference_affine(volume: Any, cfg: Any, data_dir: str | os.PathLike | None,
     return np.diag([1.0 if v is None else v for v in mm] + [1.0])
 
 
+def crf_params_for_grid(cfg: Any) -> "crf_lib.CRFParams":
+    """``cfg.crf_params`` with the spatial stds in pixels of the grid the pseudo-labels are made on.
+
+    The parameters are pixels of a grid of ``cfg.crf_reference_mm`` (the originals' grid for their
+    datasets; ACDC's 1.36719 mm for the synthetic data and the default custom parameters); the
+    preprocessed volumes are on ``cfg.target_resolution``. Same kernel in millimetres
+    (:meth:`pseudolabels.crf.CRFParams.at_pixel_size`); unchanged where the two grids agree or a
+    config has no pixel sizes.
+    """
+    params = crf_lib.CRFParams.from_sequence(cfg.crf_params)
+    grid = getattr(cfg, "target_resolution", None)
+    reference = getattr(cfg, "crf_reference_mm", None) or grid
+    if not grid or not reference:
+        return params
+    return params.at_pixel_size(reference, grid)
+
+
 def _write_label(path: Path, labels: np.ndarray, affine: np.ndarray) -> None:
     """Writes (D, H, W) labels as an int16 (H, W, D) NIfTI file, atomically."""
     import nibabel as nib
@@ -172,7 +189,7 @@ def generate_pseudo_labels(
     # The manifest is written last: its presence means the directory is complete and consistent.
     (out_dir / MANIFEST).unlink(missing_ok=True)
     num_classes = int(cfg.num_classes)
-    params = crf_lib.CRFParams.from_sequence(cfg.crf_params) if crf else None
+    params = crf_params_for_grid(cfg) if crf else None
     n_workers = crf_lib.resolve_workers(workers)
     ids = [str(v.id) for v in volumes]
     if len(set(ids)) != len(ids):
@@ -257,7 +274,10 @@ def generate_pseudo_labels(
         "format": 1,
         "num_classes": num_classes,
         "crf": bool(crf),
-        "crf_params": params.as_dict() if params is not None else None,
+        "crf_params": params.as_dict() if params is not None else None,  # in pixels of the grid used
+        "crf_params_defined_at_mm": (list(getattr(cfg, "crf_reference_mm", None) or [])
+                                     if params is not None else None),
+        "grid_mm": list(getattr(cfg, "target_resolution", None) or []),
         "tta_filter": bool(tta_filter),
         "f1_threshold": float(f1_threshold),
         "seed": int(seed),

@@ -50,6 +50,7 @@ JOINT_RELEASE = {
     "log_every": (10, "port: TensorBoard scalar period"),
     "ckpt_every": (500, "port: resumable-checkpoint period of the paper preset"),
     "crf_workers": (0, "port: CRF processes (all cores)"),
+    "override_config": (False, "port: a rerun with other settings is refused"),
 }
 BASELINE_RELEASE = {
     "stage": ("baseline", "§4.1 tr_baseline.py"),

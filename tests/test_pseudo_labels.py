@@ -255,3 +255,20 @@ def test_dice_against_labels_of_the_pool_with_and_without_crf(tmp_path):
     none = pl.generate_pseudo_labels(threshold_model, [unlabeled], FakeConfig(), tmp_path / "n", crf=False,
                                      progress=False)
     assert none["mean_dice_vs_label"] is None
+
+
+def test_crf_kernel_is_converted_to_the_grid_in_millimetres(tmp_path):
+    """Parameters defined on a 1.25 mm grid, volumes on 2.5 mm: the CRF runs with half the pixel stds."""
+    @dataclasses.dataclass(frozen=True)
+    class MmConfig(FakeConfig):
+        crf_reference_mm: tuple = (1.25, 1.25)
+
+    rng = np.random.default_rng(1)
+    vol = Volume("a", _phantom(2) + rng.normal(0, 0.15, size=(2, 24, 32)).astype(np.float32), None, {})
+    m = pl.generate_pseudo_labels(threshold_model, [vol], MmConfig(), tmp_path, crf=True, workers=1, progress=False)
+    converted = crf_lib.CRFParams.from_sequence(SMALL_CRF).at_pixel_size((1.25, 1.25), (2.5, 2.5))
+    assert converted.g_sxy == pytest.approx(1.5)
+    assert m["crf_params"] == converted.as_dict()
+    assert m["crf_params_defined_at_mm"] == [1.25, 1.25] and m["grid_mm"] == [2.5, 2.5]
+    expected = crf_lib.crf_volume(threshold_model(vol.image[..., None]), vol.image, converted)
+    np.testing.assert_array_equal(pl.load_pseudo_labels(tmp_path, ["a"])["a"], expected)

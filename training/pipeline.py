@@ -259,7 +259,7 @@ def _stage_in_process(stage: Stage) -> Callable[[], Any]:
 # Settings whose change lets a stage continue in its workdir (more iterations resume it) or that do not
 # change what it computes; any other setting of a stage's command must equal its config.json value.
 CONTINUE_KEYS = ("n_iter", "rounds", "n_iter_per_round", "max_steps", "val_every", "ckpt_every", "log_every",
-                 "jit_compile", "crf_workers")
+                 "jit_compile", "crf_workers", "override_config")
 # Paths that name the stage's place in this out_dir (the workdir and the stages before it).
 PLACE_KEYS = ("workdir", "init_from", "pseudo_label_dir")
 
