@@ -222,11 +222,11 @@ def test_a_rerun_under_other_settings_is_refused_in_one_line(tiny_data, tmp_path
     wd.mkdir()
     (wd / "config.json").write_text(record)
     code = _stage("train_selftrain.py", "baseline", tiny_data, wd, *args[3:], "--lr_seg=0.01", "--seed=1",
-                  "--crf=true").code
+                  "--crf=false").code
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: --workdir {wd}: holds a run with other training settings (seed: 0 -> 1, lr_seg: 0.001 "
-                   f"-> 0.01, crf: False -> True); use the recorded settings, a new --workdir, or --override_config "
+                   f"-> 0.01, crf: True -> False); use the recorded settings, a new --workdir, or --override_config "
                    f"to resume it under the new ones"], err
     assert (wd / "config.json").read_text() == record and sorted(p.name for p in wd.iterdir()) == ["config.json"]
     (wd / "config.json").write_text('{"stage": "baseline",')
