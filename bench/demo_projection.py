@@ -1,7 +1,7 @@
 """Estimate of the wall time of ``make demo`` on this machine from measured 64x64 step times.
 
-``make demo`` (default ``DEMO_METHODS=baseline,plc``) runs the baseline stage, the pseudo-label
-stage, the joint (PLC) stage and the evaluations with the ``demo`` preset of
+``make demo`` (default ``DEMO_METHODS=baseline,plc,plc_plus``) runs the baseline stage, two pseudo-label
+stages (with and without the CRF), two joint stages (PLC, PLC+) and the evaluations with the ``demo`` preset of
 ``training.pipeline.PRESETS`` at 64x64. Its training steps are what the benchmark measures; the
 rest (one process per stage: TensorFlow import and step tracing; validation every ``val_every``
 steps; pseudo-labels; test evaluation; export; data generation and preprocessing) is a fixed
@@ -20,11 +20,11 @@ DEMO_OVERHEAD_S = 134.0
 
 
 def project_demo_seconds(step_times: Mapping[str, float], preset: Mapping[str, int],
-                         overhead_s: float) -> dict[str, Any]:
+                         overhead_s: float, joint_runs: int = 1) -> dict[str, Any]:
     """Projected ``make demo`` seconds: training steps from measured step times plus a fixed overhead.
 
-    ``baseline_iters * baseline_step_s + joint_rounds * joint_iters_per_round * joint_step_s +
-    overhead_s``.
+    ``baseline_iters * baseline_step_s + joint_runs * joint_rounds * joint_iters_per_round *
+    joint_step_s + overhead_s`` (``make demo`` runs two joint stages, PLC and PLC+: ``joint_runs=2``).
 
     Args:
         step_times: measured 64x64 step times, ``{"baseline_step_s": s, "joint_step_s": s}``
@@ -40,7 +40,7 @@ def project_demo_seconds(step_times: Mapping[str, float], preset: Mapping[str, i
         "joint_iters", "validations"}`` (``validations``: validation passes of both stages, every
         ``val_every`` steps; counted for information, their time is part of ``overhead_s``).
     """
-    joint_iters = preset["joint_rounds"] * preset["joint_iters_per_round"]
+    joint_iters = int(joint_runs) * preset["joint_rounds"] * preset["joint_iters_per_round"]
     baseline_s = preset["baseline_iters"] * step_times["baseline_step_s"]
     joint_s = joint_iters * step_times["joint_step_s"]
     val_every = preset.get("val_every") or 0

@@ -235,7 +235,7 @@ def main() -> None:
     if "64x64" in result:
         result["demo_projection"] = {
             "preset": "demo", "step_times": "64x64",
-            **project_demo_seconds(result["64x64"], PRESETS["demo"], args.demo_overhead_s)}
+            **project_demo_seconds(result["64x64"], PRESETS["demo"], args.demo_overhead_s, joint_runs=2)}
     if args.peer_python is not None:
         result["ours_vs_peer"] = bench_peer.ours_vs_peer(result, result["peer"])
         result["ours_vs_peer_basis"] = {k: bench_peer.RATIO_BASIS[k] for k in result["ours_vs_peer"]}

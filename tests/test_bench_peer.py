@@ -105,6 +105,8 @@ def test_project_demo_seconds_reads_the_demo_preset():
     d = PRESETS["demo"]
     p = project_demo_seconds({"baseline_step_s": 1.0, "joint_step_s": 1.0}, d, overhead_s=0.0)
     assert p["total_s"] == d["baseline_iters"] + d["joint_rounds"] * d["joint_iters_per_round"]
+    two = project_demo_seconds({"baseline_step_s": 1.0, "joint_step_s": 1.0}, d, overhead_s=0.0, joint_runs=2)
+    assert two["total_s"] == d["baseline_iters"] + 2 * d["joint_rounds"] * d["joint_iters_per_round"]
 
 
 def test_matmul_peak_gflops_small():
