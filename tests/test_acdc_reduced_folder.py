@@ -51,3 +51,17 @@ def test_errors(tmp_path):
     (tmp_path / "exists").mkdir()
     proc = _run("--cropped_dir", str(tmp_path / "R"), "--out_dir", str(tmp_path / "exists"))
     assert proc.returncode == 2 and "exists" in proc.stderr
+
+
+def test_extra_validation_volumes_never_come_from_test_or_pool(tmp_path):
+    test_ids = [v for v in acdc.TEST if v != "090"]
+    pool = [v for v in acdc.TR52 if v != "002"]
+    _cropped(tmp_path / "R", ["002", "011", "071"] + test_ids[:2] + pool[:2] + list(acdc.TR52_VAL[:4]))
+    proc = _run("--cropped_dir", str(tmp_path / "R"), "--out_dir", str(tmp_path / "O"), "--n_test", "2",
+                "--n_unlabeled", "2", "--n_extra_val", "3")
+    assert proc.returncode == 0, proc.stderr
+    split = json.loads((tmp_path / "O" / "split.json").read_text())
+    assert split["val"] == ["011", "071", *acdc.TR52_VAL[:3]]
+    assert not set(split["val"]) & (set(acdc.TEST) | set(acdc.TR52) | {"002"})
+    proc = _run("--cropped_dir", str(tmp_path / "R"), "--out_dir", str(tmp_path / "O2"), "--n_extra_val", "5")
+    assert proc.returncode == 2 and "only 4 of" in proc.stderr
