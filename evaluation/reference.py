@@ -136,8 +136,10 @@ def format_comparison(rows: Sequence[dict[str, Any]], name: str) -> str:
         ours = "n/a" if r["ours_mean"] is None else f"{r['ours_mean']:.3f} ± {r['ours_std']:.3f} (n={r['n_runs']})"
         paper = "-" if r["paper"] is None else f"{r['paper']:.3f}"
         diff = "-" if r["difference"] is None else f"{r['difference']:+.3f}"
-        ref = (METHODS[r["reference_method"]] if r["reference_method"]
-               else f"no published counterpart ({r.get('why_no_paper') or 'no matching row'})")
+        if r["reference_method"]:
+            ref = METHODS[r["reference_method"]] + (f" ({r['why_no_paper']})" if r["paper"] is None else "")
+        else:
+            ref = f"no published counterpart ({r.get('why_no_paper') or 'no matching row'})"
         lines.append(f"| {r['dataset']} | {r['method']} | {ref} | {r['no_of_tr_imgs']} | {ours} | {paper} | {diff} |")
     grids = sorted({g for r in rows for g in r["grids"]})
     lines.append("")
