@@ -15,7 +15,8 @@ from absl import app, flags, logging
 
 import configs
 from models import precision as prec
-from training.config import PretrainConfig, SelfTrainConfig, StageConfig, config_from
+from training import registry
+from training.config import StageConfig, config_from
 
 # name -> (kind, help). Kinds: "int", "float", "bool", "str", ("enum", choices).
 SPECS: dict[str, tuple[Any, str]] = {
@@ -116,8 +117,6 @@ SCRIPT_DEFAULTS: dict[str, dict[str, Any]] = {
         "plc_global_best": False, "plc_warm_start": False, "plc_round_floor": False, "pseudo_label_dir": None, "bbox_dim": 150,
     },
 }
-STAGES = {"pretrain": ("global", "local"), "selftrain": ("baseline", "pseudolabel", "joint")}
-CONFIG_CLASS: dict[str, type[StageConfig]] = {"pretrain": PretrainConfig, "selftrain": SelfTrainConfig}
 REQUIRED = ("stage", "data_dir", "workdir")
 
 
@@ -126,7 +125,7 @@ def define_flags(script: str, flag_values: flags.FlagValues = flags.FLAGS) -> No
     for name, default in SCRIPT_DEFAULTS[script].items():
         kind, help_text = SPECS[name]
         if name == "stage":
-            flags.DEFINE_enum(name, default, list(STAGES[script]), help_text, flag_values=flag_values)
+            flags.DEFINE_enum(name, default, list(registry.FAMILIES[script].stages), help_text, flag_values=flag_values)
         elif isinstance(kind, tuple):
             flags.DEFINE_enum(name, default, list(kind[1]), help_text, flag_values=flag_values)
         else:
@@ -138,7 +137,7 @@ def define_flags(script: str, flag_values: flags.FlagValues = flags.FLAGS) -> No
 def config_from_flags(script: str, flag_values: flags.FlagValues = flags.FLAGS) -> StageConfig:
     """The typed config of ``script`` from parsed ``flag_values``."""
     values = {name: flag_values[name].value for name in SCRIPT_DEFAULTS[script]}
-    return config_from(CONFIG_CLASS[script], values)
+    return config_from(registry.FAMILIES[script].config_class, values)
 
 
 def parse_config(script: str, argv: list[str]) -> StageConfig:
@@ -154,11 +153,8 @@ def parse_config(script: str, argv: list[str]) -> StageConfig:
 
 
 def script_of(stage: str) -> str:
-    """``pretrain`` or ``selftrain``: the script family a stage belongs to."""
-    for script, stages in STAGES.items():
-        if stage in stages:
-            return script
-    raise ValueError(f"unknown stage {stage!r}")
+    """``pretrain`` or ``selftrain``: the script family a stage belongs to (``training.registry``)."""
+    return registry.family_of(stage).name
 
 
 def default_config(stage: str, **overrides: Any) -> StageConfig:
@@ -169,26 +165,12 @@ def default_config(stage: str, **overrides: Any) -> StageConfig:
     if unknown:
         raise TypeError(f"{script} has no flags {unknown}")
     values.update(overrides)
-    return config_from(CONFIG_CLASS[script], values)
+    return config_from(registry.FAMILIES[script].config_class, values)
 
 
 def stage_function(stage: str) -> Callable[[StageConfig], dict[str, Any]]:
-    """The library function that runs ``stage`` (imported lazily: after the devices are configured)."""
-    if stage in ("global", "local"):
-        from training.stages.pretrain import run_pretrain
-
-        return run_pretrain
-    if stage == "baseline":
-        from training.stages.supervised import run_supervised
-
-        return run_supervised
-    if stage == "pseudolabel":
-        from training.stages.pseudolabel import run_pseudolabel
-
-        return run_pseudolabel
-    from training.stages.joint import run_joint
-
-    return run_joint
+    """The library function that runs ``stage`` (``training.registry.run_function``)."""
+    return registry.run_function(stage)
 
 
 def run_and_report(conf: StageConfig) -> dict[str, Any]:
