@@ -16,7 +16,9 @@ from absl import app, flags, logging
 import configs
 from models import precision as prec
 from training import registry
+from configs.base import REFERENCE_SPLIT_KEY
 from training.config import StageConfig, config_from
+from workdir.records import DEFAULT_DECODER_BLOCKS
 
 # name -> (kind, help). Kinds: "int", "float", "bool", "str", ("enum", choices).
 SPECS: dict[str, tuple[Any, str]] = {
@@ -105,10 +107,11 @@ SCRIPT_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {
         **COMMON_DEFAULTS, "stage": None, "n_iter": 10001, "no_of_tr_imgs": None, "lr_reg": 1e-3,
         "temp_fac": 0.1, "bt_size": 12, "global_loss_exp_no": 2, "n_parts": 4, "bbox_dim": 100,
-        "replicate_gd_zero_block": False, "local_loss_exp_no": 0, "no_of_decoder_blocks": 3,
+        "replicate_gd_zero_block": False, "local_loss_exp_no": 0, "no_of_decoder_blocks": DEFAULT_DECODER_BLOCKS,
         "local_reg_size": 1, "no_of_local_regions": 13, "no_of_neg_local_regions": 5, "wgt_en": 1,
     },
     "selftrain": {
+        # The labeled set: tr2, as the originals' README; run_pipeline.py's is tr1 (PIPELINE_DEFAULTS).
         **COMMON_DEFAULTS, "stage": None, "n_iter": 5001, "no_of_tr_imgs": "tr2", "lr_seg": 1e-3,
         "dsc_loss": 2, "data_aug": 1, "rd_en": 1, "ri_en": 0, "sigma": 5.0, "batch_size": 20, "crf": True,
         "test_aug_overlap": 0, "test_f1_threshold": 0.9, "crf_workers": 0, "rounds": 3,
@@ -118,6 +121,13 @@ SCRIPT_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 REQUIRED = ("stage", "data_dir", "workdir")
+# run_pipeline.py's own flags (the iteration settings are its PRESETS, training.pipeline). The labeled
+# set is tr1/c1 (configs.base.REFERENCE_SPLIT_KEY, the smallest setting of the papers' tables, make
+# demo), not the stage script's tr2: a pipeline names its labeled set in its runs folder.
+PIPELINE_DEFAULTS: dict[str, Any] = {
+    "dataset": "synthetic", "no_of_tr_imgs": REFERENCE_SPLIT_KEY[0], "comb_tr_imgs": REFERENCE_SPLIT_KEY[1],
+    "methods": ["baseline", "plc"], "preset": "paper", "seed": 0, "crf": True,
+}
 
 
 def define_flags(script: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:

@@ -51,12 +51,14 @@ from training import registry
 from workdir import read_config, read_eval_summary, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
+_PRETRAIN, _SELFTRAIN = stage_flags.SCRIPT_DEFAULTS["pretrain"], stage_flags.SCRIPT_DEFAULTS["selftrain"]
 
 PRESETS: dict[str, dict[str, int]] = {
     # The paper's text: 5001 baseline iterations, 3 rounds x 5000 joint iterations (the release: 301 per
     # round, bug 9.3.2), 10001 pre-training iterations per stage, 10001 fine-tuning iterations.
-    "paper": {"baseline_iters": 5001, "joint_rounds": 3, "joint_iters_per_round": 5000,
-              "pretrain_iters": 10001, "finetune_iters": 10001, "val_every": 50, "ckpt_every": 500},
+    "paper": {"baseline_iters": _SELFTRAIN["n_iter"], "joint_rounds": _SELFTRAIN["rounds"],
+              "joint_iters_per_round": _SELFTRAIN["n_iter_per_round"], "pretrain_iters": _PRETRAIN["n_iter"],
+              "finetune_iters": 10001, "val_every": stage_flags.COMMON_DEFAULTS["val_every"], "ckpt_every": 500},
     # demo: sized by measurement to fit 10 minutes with setup on 2 AVX-512 CPU cores (README "Quick start").
     "demo": {"baseline_iters": 150, "joint_rounds": 2, "joint_iters_per_round": 60,
              "pretrain_iters": 100, "finetune_iters": 150, "val_every": 20, "ckpt_every": 100},

@@ -19,7 +19,7 @@ from typing import Any
 import tensorflow as tf
 
 import configs
-from common.errors import InputError
+from common.errors import InputError, check_choice
 from data import augment as A
 from data import pipeline, store
 from losses.global_contrastive import global_contrastive_loss
@@ -58,9 +58,10 @@ class PretrainTask(Task):
 
     @classmethod
     def check(cls, conf: PretrainConfig) -> None:
-        if conf.stage == "global" and conf.global_loss_exp_no not in (0, 1, 2):
-            raise InputError(f"--global_loss_exp_no must be 0 (G^R), 1 (G^D-) or 2 (G^D), got {conf.global_loss_exp_no}")
+        if conf.stage == "global":
+            check_choice("global_loss_exp_no", conf.global_loss_exp_no, pipeline.GLOBAL_LOSS_EXPS)
         if conf.stage == "local":
+            check_choice("local_loss_exp_no", conf.local_loss_exp_no, pipeline.LOCAL_LOSS_EXPS)
             if not 1 <= conf.no_of_decoder_blocks <= 5:
                 raise InputError(f"--no_of_decoder_blocks must be in 1..5, got {conf.no_of_decoder_blocks}")
             if conf.no_of_local_regions not in (9, 13):
