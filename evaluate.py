@@ -44,7 +44,7 @@ flags.DEFINE_boolean("allow_missing", False, "Evaluate the volumes of the split 
 
 
 def main(argv: list[str]) -> None:
-    """Resolve flags into plain arguments and run :func:`evaluation.evaluator.run_evaluation`."""
+    """Resolve flags into plain arguments and run :func:`evaluation.evaluator.evaluate_model`."""
     if len(argv) > 1:
         raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     model_path = FLAGS.model or FLAGS.workdir

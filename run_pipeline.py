@@ -13,21 +13,22 @@ import configs
 from common.cli import run_main
 from common.errors import InputError
 from training import pipeline
+from training.flags import PIPELINE_DEFAULTS as DEFAULTS
 
 OVERRIDABLE = list(pipeline.PRESETS["paper"])
 
-flags.DEFINE_enum("dataset", "synthetic", list(configs.DATASETS), "dataset configuration")
+flags.DEFINE_enum("dataset", DEFAULTS["dataset"], list(configs.DATASETS), "dataset configuration")
 flags.DEFINE_string("data_dir", None, "preprocessed data directory")
 flags.DEFINE_string("out_dir", None, "root of the stage workdirs and results")
-flags.DEFINE_string("no_of_tr_imgs", "tr1", "labeled set")
-flags.DEFINE_string("comb_tr_imgs", "c1", "labeled combination")
-flags.DEFINE_list("methods", ["baseline", "plc"], f"methods to run, any of {','.join(pipeline.METHODS)} "
+flags.DEFINE_string("no_of_tr_imgs", DEFAULTS["no_of_tr_imgs"], "labeled set")
+flags.DEFINE_string("comb_tr_imgs", DEFAULTS["comb_tr_imgs"], "labeled combination")
+flags.DEFINE_list("methods", DEFAULTS["methods"], f"methods to run, any of {','.join(pipeline.METHODS)} "
                   "(README 'Reproducing the papers'; plc_plus is the port's variant)")
-flags.DEFINE_enum("preset", "paper", list(pipeline.PRESETS), "iteration settings")
+flags.DEFINE_enum("preset", DEFAULTS["preset"], list(pipeline.PRESETS), "iteration settings")
 for _key in OVERRIDABLE:
     flags.DEFINE_integer(_key, None, f"override the preset's {_key}")
-flags.DEFINE_integer("seed", 0, "seed of every stage")
-flags.DEFINE_bool("crf", True, "dense-CRF refinement of the release methods' pseudo-labels (the release: on; "
+flags.DEFINE_integer("seed", DEFAULTS["seed"], "seed of every stage")
+flags.DEFINE_bool("crf", DEFAULTS["crf"], "dense-CRF refinement of the release methods' pseudo-labels (the release: on; "
                   "plc_plus never uses it)")
 flags.DEFINE_string("export_dir", None, "export a model as a SavedModel here: PLC (release) if it ran, else the "
                     "first of plc_plus, plc_intra, plc_gcl_lcl, selftrain_gcl_lcl, gcl_lcl, baseline")

@@ -11,6 +11,12 @@ from typing import Iterable, Mapping
 
 from common.errors import InputError
 
+# The labeled set every built-in split table starts with (the papers' smallest label setting). The flag
+# table takes run_pipeline.py's --no_of_tr_imgs / --comb_tr_imgs defaults from it
+# (training.flags.PIPELINE_DEFAULTS); the evaluator uses it to name the split when the evaluated volumes
+# are the same for every labeled set (evaluation.evaluator.split_key).
+REFERENCE_SPLIT_KEY = ("tr1", "c1")
+
 COMBS = ("c1", "c2", "c3", "c4", "c5")
 
 

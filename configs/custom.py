@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from configs.base import DatasetConfig, SplitTable
 from common.errors import InputError
+from common.jsonfile import read_dataset_json
 
 NAME = "custom"
 POOL_KEY = ("unlabeled", "c1")
@@ -176,8 +177,6 @@ def split_table(splits: Mapping[str, Any]) -> SplitTable:
 
 
 def _dataset_json(data_dir: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
-    from data.store import read_dataset_json
-
     if not data_dir:
         raise InputError("--dataset custom needs --data_dir (a directory written by "
                          "python -m data.preprocess --dataset custom)")

@@ -35,6 +35,7 @@ import numpy as np
 from configs import custom
 from configs.base import DatasetConfig
 from common.errors import InputError
+from common.jsonfile import read_json
 
 MAX_IMAGE_SIZE = 256
 MULTIPLE = 32  # the UNet downsamples 5 times
@@ -179,8 +180,6 @@ def load_split_file(path: str | os.PathLike, all_ids: Sequence[str], labeled: Se
         InputError: missing or malformed file, unknown ids, unlabeled volumes in a labeled list,
             overlapping labeled / validation / test lists (naming the file).
     """
-    from data.store import read_json
-
     p = Path(path)
     raw = read_json(p, "--split_file not found", want_object=False)
     if isinstance(raw, dict) and "unlabeled" not in raw:

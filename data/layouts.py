@@ -23,6 +23,7 @@ from data import cropped, readers, ssl4mis
 from common.errors import InputError
 from data.readers import RawVolume
 from data.spacing import Spacing
+from data.volume_prep import normalize_minmax, preprocess_volume, resample_and_crop
 
 LAYOUTS = ("raw", "original_cropped", "ssl4mis_h5")
 
@@ -73,8 +74,6 @@ def identity_volume(vol: RawVolume, cfg: DatasetConfig) -> tuple[np.ndarray, np.
 
 def resized_volume(vol: RawVolume, cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Normalize (1-99 percentile) and resize every slice to the network size (no spacing needed)."""
-    from data.preprocess import normalize_minmax, resample_and_crop
-
     work, p1, p99 = normalize_minmax(vol.image)
     h0, w0 = vol.image.shape[:2]
     scale = (cfg.image_size[0] / h0, cfg.image_size[1] / w0)
@@ -86,8 +85,6 @@ def resized_volume(vol: RawVolume, cfg: DatasetConfig) -> tuple[np.ndarray, np.n
 
 def _raw_plan(cfg: DatasetConfig, raw_dir: os.PathLike, phases: Sequence[str], n4: bool, n4_shrink: int,
               pixel_spacing: Spacing | None) -> LayoutPlan:
-    from data.preprocess import preprocess_volume
-
     if pixel_spacing is not None:
         raise InputError("--pixel_spacing: applies to --layout original_cropped and ssl4mis_h5; raw NIfTI files "
                          "carry their spacing in the header")

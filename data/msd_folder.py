@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from common.errors import InputError
+from common.jsonfile import read_json
 from data.readers import VolumeSource
 
 ENDINGS = (".nii.gz", ".nii")
@@ -88,8 +89,6 @@ def _nifti_files(folder: Path) -> dict[str, Path]:
 
 def read_dataset_json(root: Path) -> dict[str, Any]:
     """``R/dataset.json`` as a dict (one-line ``InputError`` if missing or malformed)."""
-    from data.store import read_json
-
     return read_json(root / "dataset.json", "not found; an MSD / nnU-Net folder needs a dataset.json "
                      "(labels, modality or channel_names)")
 

@@ -25,7 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 from data import augment as A
-from common.errors import InputError
+from common.errors import InputError, check_choice
+
+# --global_loss_exp_no / --local_loss_exp_no of pre-training (checked here and by the stage, with this one check).
+GLOBAL_LOSS_EXPS = {0: "G^R", 1: "G^D-", 2: "G^D"}
+LOCAL_LOSS_EXPS = {0: "L^R", 1: "L^D"}
 
 SeedArg = int | Sequence[int]
 
@@ -298,7 +302,7 @@ def global_loss_batches(
             raise InputError(f"global loss exp 2: bt_size={b} must be a multiple of n_parts={s}")
         _check_partitions(lengths, b // s, s, "global loss exp 2")
     else:
-        raise InputError(f"global_loss_exp_no must be 0, 1 or 2, got {exp_no}")
+        check_choice("global_loss_exp_no", exp_no, GLOBAL_LOSS_EXPS)
     x_all = tf.constant(slices)
     starts_t, lengths_t = tf.constant(starts), tf.constant(lengths)
     total = int(slices.shape[0])
@@ -365,7 +369,7 @@ def local_loss_batches(
     elif exp_no == 1:
         _check_partitions(lengths, LD_VOLUMES, LD_PARTS, "local loss exp 1")
     else:
-        raise InputError(f"local_loss_exp_no must be 0 or 1, got {exp_no}")
+        check_choice("local_loss_exp_no", exp_no, LOCAL_LOSS_EXPS)
     x_all = tf.constant(slices)
     starts_t, lengths_t = tf.constant(starts), tf.constant(lengths)
     total = int(slices.shape[0])

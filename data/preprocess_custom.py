@@ -2,7 +2,7 @@
 
 Reads the folder (:mod:`data.msd_folder`), derives the dataset config and splits
 (:mod:`data.custom_config`), preprocesses every labeled and unlabeled volume exactly as the
-built-in datasets (``data.preprocess.preprocess_volume``) and writes ``P/dataset.json`` with the
+built-in datasets (``data.volume_prep.preprocess_volume``) and writes ``P/dataset.json`` with the
 complete config and splits (:mod:`configs.custom` reads them back). The output directory is
 written atomically: an error leaves nothing behind.
 """
@@ -20,7 +20,7 @@ from configs import custom
 from data import custom_config as cc
 from common.errors import InputError
 from data.msd_folder import image_geometry, read_folder
-from data.preprocess import check_inputs, dataset_summary, process_source, select_ids
+from data.volume_prep import check_inputs, dataset_summary, process_source, select_ids
 
 
 def _resolution_and_size(sources: Sequence[Any], target_resolution: Sequence[float] | None,

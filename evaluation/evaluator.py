@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+import configs
 from common.atomic import atomic_save_nifti
 from common.errors import InputError, warn
+from configs.base import REFERENCE_SPLIT_KEY
 from evaluation import plots, report
 from evaluation.inference import CHUNK, as_predictor, label_image_like, predict_stored_volume, surface_spacing
 from evaluation.methods import classify
@@ -148,9 +150,6 @@ def _method_label(workdir: str | None) -> str:
     return classify(read_config(workdir)).label
 
 
-DEFAULT_SPLIT_KEY = ("tr1", "c1")
-
-
 def split_key(dataset: str, split: str, no_of_tr_imgs: str | None, comb_tr_imgs: str | None,
               data_dir: str | os.PathLike | None = None) -> tuple[str, str]:
     """``(no_of_tr_imgs, comb_tr_imgs)`` whose ``split`` (``val``/``test``) volumes to evaluate on.
@@ -162,15 +161,13 @@ def split_key(dataset: str, split: str, no_of_tr_imgs: str | None, comb_tr_imgs:
     Raises:
         InputError: no split matches, or the ``split`` volumes depend on the unknown part.
     """
-    import configs
-
     if no_of_tr_imgs and comb_tr_imgs:
         return str(no_of_tr_imgs), str(comb_tr_imgs)
     table = configs.get_split_table(dataset, data_dir)
     keys = sorted(k for k in table.train if no_of_tr_imgs in (None, k[0]) and comb_tr_imgs in (None, k[1]))
     if not keys:
-        configs.get_split(dataset, str(no_of_tr_imgs or DEFAULT_SPLIT_KEY[0]),
-                          str(comb_tr_imgs or DEFAULT_SPLIT_KEY[1]), data_dir=data_dir)  # raises, listing the valid ones
+        configs.get_split(dataset, str(no_of_tr_imgs or REFERENCE_SPLIT_KEY[0]),
+                          str(comb_tr_imgs or REFERENCE_SPLIT_KEY[1]), data_dir=data_dir)  # raises, listing the valid ones
     attr = "val" if split == "val" else "test"
     volumes = {k: getattr(configs.get_split(dataset, *k, data_dir=data_dir), attr) for k in keys}
     unknown = " and ".join(f"--{name}" for name, v in (("no_of_tr_imgs", no_of_tr_imgs),
@@ -178,7 +175,7 @@ def split_key(dataset: str, split: str, no_of_tr_imgs: str | None, comb_tr_imgs:
     if len(set(volumes.values())) > 1:
         raise InputError(f"{unknown}: not given and not recorded with the model (no stage workdir config.json), "
                          f"and the {split} volumes of {dataset} depend on them; pass them")
-    key = DEFAULT_SPLIT_KEY if DEFAULT_SPLIT_KEY in keys else keys[0]
+    key = REFERENCE_SPLIT_KEY if REFERENCE_SPLIT_KEY in keys else keys[0]
     warn(f"{unknown}: not given and not recorded with the model; using the {split} volumes of "
          f"{key[0]}/{key[1]} (the same for every labeled set of {dataset})")
     return key
@@ -203,7 +200,6 @@ def evaluate_model(model_path: str, *, workdir: str | None = None, data_dir: str
     """
     import keras
 
-    import configs
     from evaluation.export import data_n4_settings, describe_signatures, export_saved_model, metadata_for
     from workdir import find_workdir, load_model, model_dataset_config, run_info
 

@@ -1,6 +1,6 @@
 """Segment arbitrary NIfTI volumes with a trained model (library part of ``predict.py``).
 
-Each volume goes through the dataset's training preprocessing (``data.preprocess.preprocess_volume``:
+Each volume goes through the dataset's training preprocessing (``data.volume_prep.preprocess_volume``:
 optional N4, percentile min-max normalization, in-plane resampling to the training resolution,
 centre crop/pad), the network (chunks of 20 slices), and the inverse mapping to the input grid
 (``data.geometry.labels_to_native``). The output is an int16 label volume with the input's affine
@@ -78,7 +78,7 @@ def segment_volume(predictor: Predictor, cfg: Any, image: np.ndarray, spacing: t
     ``n4`` / ``n4_shrink``: N4 correction as the training data's preprocessing did it (its
     ``dataset.json``); another shrink factor gives another bias field, so other network inputs.
     """
-    from data.preprocess import preprocess_volume
+    from data.volume_prep import preprocess_volume
 
     pre, _, meta = preprocess_volume(image, spacing, cfg, n4=n4, n4_shrink=n4_shrink)  # (D, H, W)
     labels, _ = predict_native(predictor, pre, meta, chunk)  # (H0, W0, D)

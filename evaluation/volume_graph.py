@@ -1,7 +1,7 @@
 """``predict.py``'s whole pipeline as TensorFlow ops, for the ``segment_volume`` serving signature.
 
 A raw volume ``(D, H0, W0)`` and its in-plane pixel size go through the same steps as
-``data.preprocess.preprocess_volume`` + ``evaluation.inference.predict_native`` (without N4, which
+``data.volume_prep.preprocess_volume`` + ``evaluation.inference.predict_native`` (without N4, which
 has no TensorFlow implementation; ``predict.py --n4 false`` is the reference):
 
 1. min-max normalization between the 1st and 99th percentile of the whole volume (NumPy's default
@@ -53,7 +53,7 @@ def percentile_linear(sorted_values: tf.Tensor, q: float) -> tf.Tensor:
 
 
 def normalize_minmax(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """``(x - P1) / (P99 - P1)`` over the whole volume, as ``data.preprocess.normalize_minmax``.
+    """``(x - P1) / (P99 - P1)`` over the whole volume, as ``data.volume_prep.normalize_minmax``.
 
     Args:
         image: any-shape float32 raw intensities.
@@ -125,7 +125,7 @@ def rescaled_size(n: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
 
 def preprocess(image: tf.Tensor, spacing: tf.Tensor, image_size: Sequence[int],
                target_resolution: Sequence[float]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    """Normalize, rescale and crop/pad a raw volume (``data.preprocess.preprocess_volume``, no N4).
+    """Normalize, rescale and crop/pad a raw volume (``data.volume_prep.preprocess_volume``, no N4).
 
     Args:
         image: ``(D, H0, W0)`` float32 raw intensities.

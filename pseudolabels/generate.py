@@ -74,7 +74,7 @@ def _reference_affine(volume: Any, cfg: Any, data_dir: str | os.PathLike | None,
                 raise InputError(f"{path}: shape {img.shape} differs from the loaded volume {expected}")
             return np.asarray(img.affine, dtype=np.float64)
     if all(k in meta for k in ("affine", "native_shape", "rescaled_shape", "crop_pad")):
-        from data.preprocess import preprocessed_affine
+        from data.volume_prep import preprocessed_affine
 
         return preprocessed_affine(np.asarray(meta["affine"], dtype=np.float64), meta)
     resolution = list(meta.get("target_resolution") or getattr(cfg, "target_resolution", None) or (None, None))

@@ -54,7 +54,7 @@ def write_raw(path: Path, seed: int = 0, shape=(45, 52, 3)) -> tuple[np.ndarray,
 def write_preprocessed(root: Path, ids=("027", "028", "029"), dataset: str = "synthetic") -> Path:
     """A preprocessed data directory in the documented layout (docs/INTERFACES.md)."""
     import configs
-    from data.preprocess import preprocess_volume
+    from data.volume_prep import preprocess_volume
 
     cfg = configs.get_config(dataset)
     root.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,8 @@ from configs import custom
 from data import custom_config as cc
 from data import msd_folder, store
 from common.errors import InputError
-from data.preprocess import preprocess_dataset, preprocessed_affine
+from data.preprocess import preprocess_dataset
+from data.volume_prep import preprocessed_affine
 from data.preprocess_custom import preprocess_custom
 from tests._custom_data import SPACINGS, oblique_affine, phantom, write_msd, write_nnunet
 

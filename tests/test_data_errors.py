@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _data_helpers import blob_volume, save, write_acdc, write_mmwhs_raw, write_prostate_msd
-from data import preprocess, readers, store, synthetic
+from data import preprocess, readers, store, synthetic, volume_prep
 from common.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,7 +94,7 @@ def test_nan_and_inf_voxels(acdc):
     _expect(acdc, r"patient001_frame01.nii.gz: image contains 2 NaN/Inf voxels")
     with pytest.raises(InputError, match="NaN"):
         import configs
-        preprocess.preprocess_volume(img, (1.0, 1.0, 1.0), configs.get_config("synthetic"))
+        volume_prep.preprocess_volume(img, (1.0, 1.0, 1.0), configs.get_config("synthetic"))
 
 
 def test_wrong_number_of_dimensions(acdc, tmp_path):

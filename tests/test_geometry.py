@@ -6,7 +6,7 @@ from _data_helpers import blob_volume
 from configs.base import DatasetConfig
 from data import geometry
 from common.errors import InputError
-from data.preprocess import preprocess_volume
+from data.volume_prep import preprocess_volume
 
 
 def _cfg(size, res):

@@ -134,7 +134,7 @@ def test_predict_and_export_scripts(tmp_path):
 def test_segment_runs_n4_with_the_shrink_factor_of_preprocessing():
     """predict.py's N4 must be the training data's: the same shrink factor of the N4 fit as
     ``python -m data.preprocess --n4 --n4_shrink 2`` recorded, so the network sees the same input."""
-    from data.preprocess import preprocess_volume
+    from data.volume_prep import preprocess_volume
 
     image, _, affine = ed.raw_volume(0, shape=(45, 52, 3))
     x = np.linspace(-1.0, 1.0, image.shape[0])[:, None, None]

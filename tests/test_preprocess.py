@@ -11,7 +11,7 @@ import skimage.transform
 
 from _data_helpers import blob_volume, oblique_affine, write_acdc, write_mmwhs_raw, write_prostate_msd
 from configs.base import DatasetConfig
-from data import geometry, preprocess, store
+from data import geometry, preprocess, store, volume_prep
 from common.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,19 +25,19 @@ def _cfg(size, res, c=4):
 
 def test_normalization_by_hand():
     x = np.arange(101, dtype=np.float32).reshape(101, 1, 1)  # percentiles 1 and 99 are 1 and 99
-    out, p1, p99 = preprocess.normalize_minmax(x)
+    out, p1, p99 = volume_prep.normalize_minmax(x)
     assert (p1, p99) == (1.0, 99.0)
     np.testing.assert_allclose(out[:, 0, 0], (np.arange(101) - 1) / 98, rtol=1e-6)
     assert out.min() < 0 and out.max() > 1  # no clipping
     with pytest.raises(InputError, match="constant"):
-        preprocess.normalize_minmax(np.ones((4, 4, 2)))
+        volume_prep.normalize_minmax(np.ones((4, 4, 2)))
 
 
 def test_two_times_downscale_by_hand():
     img = np.tile(np.arange(8, dtype=np.float32)[:, None, None], (1, 8, 1)) + 100.0  # (8, 8, 1)
     lab = np.zeros((8, 8, 1), np.int16)
     lab[4:, 2:4] = 2  # aligned with 2x2 blocks -> exact under nearest
-    out, lab_p, meta = preprocess.preprocess_volume(img, (1.0, 1.0, 5.0), _cfg((4, 4), (2.0, 2.0)), lab)
+    out, lab_p, meta = volume_prep.preprocess_volume(img, (1.0, 1.0, 5.0), _cfg((4, 4), (2.0, 2.0)), lab)
     assert meta["scale"] == [0.5, 0.5] and meta["rescaled_shape"] == [4, 4]
     # normalized ramp n(v) = (v - p1)/(p99 - p1); output pixel i samples 2i + 0.5 (mean of 2i, 2i+1)
     p1, p99 = np.percentile(img, [1, 99])
@@ -54,8 +54,8 @@ def test_two_times_downscale_by_hand():
 def test_matches_per_slice_skimage_rescale_then_crop_pad():
     img, lab = blob_volume((37, 29, 3))
     spacing, cfg = (1.37, 0.9, 6.0), _cfg((20, 20), (1.6, 1.6))
-    out, lab_p, meta = preprocess.preprocess_volume(img, spacing, cfg, lab)
-    norm, _, _ = preprocess.normalize_minmax(img)
+    out, lab_p, meta = volume_prep.preprocess_volume(img, spacing, cfg, lab)
+    norm, _, _ = volume_prep.normalize_minmax(img)
     for k in range(3):
         ref = skimage.transform.rescale(norm[:, :, k].astype(np.float64), (1.37 / 1.6, 0.9 / 1.6), order=1,
                                         preserve_range=True, mode="constant", anti_aliasing=False)
@@ -70,13 +70,13 @@ def test_matches_per_slice_skimage_rescale_then_crop_pad():
 def test_preprocessed_affine_maps_to_same_world_points():
     aff = oblique_affine((2.0, 2.0, 7.0))
     img, _ = blob_volume((30, 26, 2))
-    _, _, meta = preprocess.preprocess_volume(img, (2.0, 2.0, 7.0), _cfg((24, 32), (2.0, 2.0)), None)
-    new = preprocess.preprocessed_affine(aff, meta)
+    _, _, meta = volume_prep.preprocess_volume(img, (2.0, 2.0, 7.0), _cfg((24, 32), (2.0, 2.0)), None)
+    new = volume_prep.preprocessed_affine(aff, meta)
     # x cropped by 3, y padded by 3: preprocessed (i, j) is native (i + 3, j - 3)
     for i, j in ((0, 3), (10, 20), (23, 28)):
         np.testing.assert_allclose(new @ [i, j, 1, 1], aff @ [i + 3, j - 3, 1, 1], atol=1e-9)
-    _, _, meta2 = preprocess.preprocess_volume(img, (1.0, 1.0, 7.0), _cfg((15, 13), (2.0, 2.0)), None)
-    new2 = preprocess.preprocessed_affine(aff, meta2)  # 2x downscale: pixel i centre at native 2i + 0.5
+    _, _, meta2 = volume_prep.preprocess_volume(img, (1.0, 1.0, 7.0), _cfg((15, 13), (2.0, 2.0)), None)
+    new2 = volume_prep.preprocessed_affine(aff, meta2)  # 2x downscale: pixel i centre at native 2i + 0.5
     np.testing.assert_allclose(new2 @ [4, 5, 0, 1], aff @ [8.5, 10.5, 0, 1], atol=1e-9)
 
 
@@ -89,7 +89,7 @@ def test_n4_reduces_bias_and_shrink_option():
     inside = np.repeat(obj[:, :, None] > 0, 3, axis=2)
     cv = lambda a: a[inside].std() / a[inside].mean()  # noqa: E731
     for shrink in (1, 2):
-        out = preprocess.n4_correct(biased.astype(np.float32), (1.5, 1.5, 8.0), shrink_factor=shrink)
+        out = volume_prep.n4_correct(biased.astype(np.float32), (1.5, 1.5, 8.0), shrink_factor=shrink)
         assert out.shape == biased.shape and out.dtype == np.float32
         assert cv(out) < 0.6 * cv(biased)
 

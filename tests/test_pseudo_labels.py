@@ -114,7 +114,7 @@ def test_affine_from_data_dir_and_from_meta(tmp_path):
 
     # Without data_dir the preprocessed affine is recomputed from meta exactly as data.preprocess does.
     import configs
-    from data.preprocess import preprocess_volume, preprocessed_affine
+    from data.volume_prep import preprocess_volume, preprocessed_affine
 
     raw = np.random.default_rng(0).random((70, 50, 2)).astype(np.float32)
     image, _, meta = preprocess_volume(raw, (2.0, 3.0, 9.0), configs.get_config("synthetic"))

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import configs
 from data import geometry
-from data.preprocess import preprocess_volume
+from data.volume_prep import preprocess_volume
 from evaluation import volume_graph as vg
 from evaluation.inference import keras_predictor
 from evaluation.segment import segment_volume

@@ -15,7 +15,10 @@ from absl import app, flags, logging
 
 import configs
 from models import precision as prec
-from training.config import PretrainConfig, SelfTrainConfig, StageConfig, config_from
+from training import registry
+from configs.base import REFERENCE_SPLIT_KEY
+from training.config import StageConfig, config_from
+from workdir.records import DEFAULT_DECODER_BLOCKS
 
 # name -> (kind, help). Kinds: "int", "float", "bool", "str", ("enum", choices).
 SPECS: dict[str, tuple[Any, str]] = {
@@ -104,10 +107,11 @@ SCRIPT_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {
         **COMMON_DEFAULTS, "stage": None, "n_iter": 10001, "no_of_tr_imgs": None, "lr_reg": 1e-3,
         "temp_fac": 0.1, "bt_size": 12, "global_loss_exp_no": 2, "n_parts": 4, "bbox_dim": 100,
-        "replicate_gd_zero_block": False, "local_loss_exp_no": 0, "no_of_decoder_blocks": 3,
+        "replicate_gd_zero_block": False, "local_loss_exp_no": 0, "no_of_decoder_blocks": DEFAULT_DECODER_BLOCKS,
         "local_reg_size": 1, "no_of_local_regions": 13, "no_of_neg_local_regions": 5, "wgt_en": 1,
     },
     "selftrain": {
+        # The labeled set: tr2, as the originals' README; run_pipeline.py's is tr1 (PIPELINE_DEFAULTS).
         **COMMON_DEFAULTS, "stage": None, "n_iter": 5001, "no_of_tr_imgs": "tr2", "lr_seg": 1e-3,
         "dsc_loss": 2, "data_aug": 1, "rd_en": 1, "ri_en": 0, "sigma": 5.0, "batch_size": 20, "crf": True,
         "test_aug_overlap": 0, "test_f1_threshold": 0.9, "crf_workers": 0, "rounds": 3,
@@ -116,9 +120,14 @@ SCRIPT_DEFAULTS: dict[str, dict[str, Any]] = {
         "plc_global_best": False, "plc_warm_start": False, "plc_round_floor": False, "pseudo_label_dir": None, "bbox_dim": 150,
     },
 }
-STAGES = {"pretrain": ("global", "local"), "selftrain": ("baseline", "pseudolabel", "joint")}
-CONFIG_CLASS: dict[str, type[StageConfig]] = {"pretrain": PretrainConfig, "selftrain": SelfTrainConfig}
 REQUIRED = ("stage", "data_dir", "workdir")
+# run_pipeline.py's own flags (the iteration settings are its PRESETS, training.pipeline). The labeled
+# set is tr1/c1 (configs.base.REFERENCE_SPLIT_KEY, the smallest setting of the papers' tables, make
+# demo), not the stage script's tr2: a pipeline names its labeled set in its runs folder.
+PIPELINE_DEFAULTS: dict[str, Any] = {
+    "dataset": "synthetic", "no_of_tr_imgs": REFERENCE_SPLIT_KEY[0], "comb_tr_imgs": REFERENCE_SPLIT_KEY[1],
+    "methods": ["baseline", "plc"], "preset": "paper", "seed": 0, "crf": True,
+}
 
 
 def define_flags(script: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -126,7 +135,7 @@ def define_flags(script: str, flag_values: flags.FlagValues = flags.FLAGS) -> No
     for name, default in SCRIPT_DEFAULTS[script].items():
         kind, help_text = SPECS[name]
         if name == "stage":
-            flags.DEFINE_enum(name, default, list(STAGES[script]), help_text, flag_values=flag_values)
+            flags.DEFINE_enum(name, default, list(registry.FAMILIES[script].stages), help_text, flag_values=flag_values)
         elif isinstance(kind, tuple):
             flags.DEFINE_enum(name, default, list(kind[1]), help_text, flag_values=flag_values)
         else:
@@ -138,7 +147,7 @@ def define_flags(script: str, flag_values: flags.FlagValues = flags.FLAGS) -> No
 def config_from_flags(script: str, flag_values: flags.FlagValues = flags.FLAGS) -> StageConfig:
     """The typed config of ``script`` from parsed ``flag_values``."""
     values = {name: flag_values[name].value for name in SCRIPT_DEFAULTS[script]}
-    return config_from(CONFIG_CLASS[script], values)
+    return config_from(registry.FAMILIES[script].config_class, values)
 
 
 def parse_config(script: str, argv: list[str]) -> StageConfig:
@@ -154,11 +163,8 @@ def parse_config(script: str, argv: list[str]) -> StageConfig:
 
 
 def script_of(stage: str) -> str:
-    """``pretrain`` or ``selftrain``: the script family a stage belongs to."""
-    for script, stages in STAGES.items():
-        if stage in stages:
-            return script
-    raise ValueError(f"unknown stage {stage!r}")
+    """``pretrain`` or ``selftrain``: the script family a stage belongs to (``training.registry``)."""
+    return registry.family_of(stage).name
 
 
 def default_config(stage: str, **overrides: Any) -> StageConfig:
@@ -169,26 +175,12 @@ def default_config(stage: str, **overrides: Any) -> StageConfig:
     if unknown:
         raise TypeError(f"{script} has no flags {unknown}")
     values.update(overrides)
-    return config_from(CONFIG_CLASS[script], values)
+    return config_from(registry.FAMILIES[script].config_class, values)
 
 
 def stage_function(stage: str) -> Callable[[StageConfig], dict[str, Any]]:
-    """The library function that runs ``stage`` (imported lazily: after the devices are configured)."""
-    if stage in ("global", "local"):
-        from training.stages.pretrain import run_pretrain
-
-        return run_pretrain
-    if stage == "baseline":
-        from training.stages.supervised import run_supervised
-
-        return run_supervised
-    if stage == "pseudolabel":
-        from training.stages.pseudolabel import run_pseudolabel
-
-        return run_pseudolabel
-    from training.stages.joint import run_joint
-
-    return run_joint
+    """The library function that runs ``stage`` (``training.registry.run_function``)."""
+    return registry.run_function(stage)
 
 
 def run_and_report(conf: StageConfig) -> dict[str, Any]:

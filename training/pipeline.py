@@ -47,15 +47,18 @@ from common.atomic import atomic_write_json, atomic_write_text
 from common.errors import InputError
 from evaluation.methods import LABELS, classify
 from training import flags as stage_flags
+from training import registry
 from workdir import read_config, read_eval_summary, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
+_PRETRAIN, _SELFTRAIN = stage_flags.SCRIPT_DEFAULTS["pretrain"], stage_flags.SCRIPT_DEFAULTS["selftrain"]
 
 PRESETS: dict[str, dict[str, int]] = {
     # The paper's text: 5001 baseline iterations, 3 rounds x 5000 joint iterations (the release: 301 per
     # round, bug 9.3.2), 10001 pre-training iterations per stage, 10001 fine-tuning iterations.
-    "paper": {"baseline_iters": 5001, "joint_rounds": 3, "joint_iters_per_round": 5000,
-              "pretrain_iters": 10001, "finetune_iters": 10001, "val_every": 50, "ckpt_every": 500},
+    "paper": {"baseline_iters": _SELFTRAIN["n_iter"], "joint_rounds": _SELFTRAIN["rounds"],
+              "joint_iters_per_round": _SELFTRAIN["n_iter_per_round"], "pretrain_iters": _PRETRAIN["n_iter"],
+              "finetune_iters": 10001, "val_every": stage_flags.COMMON_DEFAULTS["val_every"], "ckpt_every": 500},
     # demo: sized by measurement to fit 10 minutes with setup on 2 AVX-512 CPU cores (README "Quick start").
     "demo": {"baseline_iters": 150, "joint_rounds": 2, "joint_iters_per_round": 60,
              "pretrain_iters": 100, "finetune_iters": 150, "val_every": 20, "ckpt_every": 100},
@@ -72,7 +75,6 @@ PLUS_JOINT_FLAGS = ("--plc_warm_start=true", "--plc_round_floor=true", "--replic
                     "--crf=false")
 # The model exported by --export_dir: the first of these that ran.
 EXPORT_ORDER = ("plc", "plc_plus", "plc_intra", "plc_gcl_lcl", "selftrain_gcl_lcl", "gcl_lcl", "baseline")
-SCRIPT_FAMILY = {"train_pretrain.py": "pretrain", "train_selftrain.py": "selftrain"}
 # ``make demo`` as measured (in-process stages, synthetic data made and preprocessed, baseline and PLC,
 # two evaluations, export; setup excluded) on the machine named here, with its fp32 matmul peak
 # (``bench.matmul``); :func:`demo_estimate` scales it to another machine by the peak ratio.
@@ -157,7 +159,7 @@ class Stage:
 
     def config(self) -> Any:
         """The typed config the script parses its flags to (no TensorFlow start)."""
-        return stage_flags.parse_config(SCRIPT_FAMILY[self.script], list(self.args))
+        return stage_flags.parse_config(registry.BY_SCRIPT[self.script].name, list(self.args))
 
 
 def demo_estimate(matmul_gflops: float, reference: dict[str, Any] | None = None,
@@ -203,7 +205,7 @@ def make_options(preset: str, overrides: dict[str, Any], **settings: Any) -> Pip
 def _flag_name(arg: str) -> str:
     """``--name=value`` / ``--name`` / ``--noname`` -> ``name`` (as absl reads a boolean)."""
     name = arg.lstrip("-").split("=", 1)[0]
-    defined = set(stage_flags.SCRIPT_DEFAULTS["pretrain"]) | set(stage_flags.SCRIPT_DEFAULTS["selftrain"])
+    defined = {n for f in registry.FAMILIES for n in stage_flags.SCRIPT_DEFAULTS[f]}
     if name not in defined and name.startswith("no") and name[2:] in defined:
         return name[2:]
     return name
@@ -212,7 +214,7 @@ def _flag_name(arg: str) -> str:
 def _scripts_defining(arg: str) -> list[str]:
     """The stage scripts (``train_pretrain.py``, ``train_selftrain.py``) that define ``arg``'s flag."""
     name = _flag_name(arg)
-    return [script for script, family in SCRIPT_FAMILY.items() if name in stage_flags.SCRIPT_DEFAULTS[family]]
+    return [f.script for f in registry.FAMILIES.values() if name in stage_flags.SCRIPT_DEFAULTS[f.name]]
 
 
 def _done(workdir: Path, expected_step: int | None, **expected_conf: Any) -> bool:
@@ -329,8 +331,8 @@ def plan_stages(opts: PipelineOptions) -> tuple[list[Stage], dict[str, Path]]:
 
     def selftrain(stage: str, name: str, args: Sequence[str], sources: Sequence[Path], kind: str,
                   iterations: int, title: str | None = None) -> Path:
-        return add(title or stage, name, "train_selftrain.py", (f"--stage={stage}", *args, *common, *split),
-                   sources, kind, iterations)
+        return add(title or stage, name, registry.family_of(stage).script,
+                   (f"--stage={stage}", *args, *common, *split), sources, kind, iterations)
 
     def baseline() -> Path:
         return selftrain("baseline", "baseline", [f"--n_iter={opts.baseline_iters}"], (), "supervised",
@@ -339,10 +341,10 @@ def plan_stages(opts: PipelineOptions) -> tuple[list[Stage], dict[str, Path]]:
     def fine_tuned() -> Path:
         pre = (f"--dataset={opts.dataset}", f"--data_dir={opts.data_dir}", f"--seed={opts.seed}",
                f"--ckpt_every={opts.ckpt_every}", f"--n_iter={opts.pretrain_iters}")
-        wg = add("GCL pre-training", "gcl", "train_pretrain.py", ("--stage=global", *pre), (), "global",
-                 opts.pretrain_iters)
-        wl = add("LCL pre-training", "lcl", "train_pretrain.py", ("--stage=local", f"--init_from={wg}", *pre),
-                 (wg,), "local", opts.pretrain_iters)
+        wg = add("GCL pre-training", "gcl", registry.family_of("global").script, ("--stage=global", *pre), (),
+                 "global", opts.pretrain_iters)
+        wl = add("LCL pre-training", "lcl", registry.family_of("local").script,
+                 ("--stage=local", f"--init_from={wg}", *pre), (wg,), "local", opts.pretrain_iters)
         return selftrain("baseline", "gcl_lcl_ft", [f"--init_from={wl}", f"--n_iter={opts.finetune_iters}"],
                          (wl,), "supervised", opts.finetune_iters, title="fine-tuning")
 

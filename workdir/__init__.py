@@ -28,9 +28,9 @@ from workdir.records import (BEST_DIR, BEST_JSON, CONFIG, DEFAULT_DECODER_BLOCKS
                              read_metrics, read_summary, run_info, stage_of,
                              write_or_check_config, write_summary)
 from workdir.datasets import model_dataset_config, recorded_dataset_config
-from workdir.weights import (FINAL_DIR, METADATA_PATH, WEIGHTS_NAME, LoadedModel, ModelSource, is_saved_model,
-                             latest_version, load_model, load_unet, model_source, restore_checkpoint, save_best,
-                             save_final, save_weights_atomic, saved_model_metadata, saved_model_predictor)
+from workdir.saved_model import METADATA_PATH, is_saved_model, latest_version, saved_model_metadata
+from workdir.weights import (FINAL_DIR, WEIGHTS_NAME, LoadedModel, ModelSource, load_model, load_unet, model_source,
+                             restore_checkpoint, save_best, save_final, save_weights_atomic, saved_model_predictor)
 
 __all__ = [
     "BEST_DIR", "BEST_JSON", "CONFIG", "DEFAULT_DECODER_BLOCKS", "FINAL_DIR", "HISTORY_KEY", "METADATA_PATH", "METRICS",

@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import configs
 from common.errors import InputError
 from workdir import records
-from workdir.weights import is_saved_model, saved_model_metadata
+from workdir.saved_model import is_saved_model, saved_model_metadata
 
 
 def recorded_dataset_config(model_path: str | os.PathLike) -> dict[str, Any] | None:
@@ -32,8 +33,6 @@ def model_dataset_config(dataset: str, model_path: str | os.PathLike, data_dir: 
     Raises:
         InputError: unknown dataset, no config found, or a data dir that does not fit the model.
     """
-    import configs
-
     if dataset != configs.custom.NAME:
         return configs.get_config(dataset)
     recorded = recorded_dataset_config(model_path)

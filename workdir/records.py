@@ -24,8 +24,9 @@ METRICS = "metrics.json"
 BEST_DIR = "best"
 BEST_JSON = "best.json"
 
-# Default of ``train_pretrain.py --no_of_decoder_blocks``: a local workdir whose config.json lacks
-# the key was trained with it.
+# Default of ``train_pretrain.py --no_of_decoder_blocks`` (the flag table, training.flags, takes it from
+# here: a workdir below the training layer reads it): a local workdir whose config.json lacks the key
+# was trained with it.
 DEFAULT_DECODER_BLOCKS = 3
 
 

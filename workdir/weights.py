@@ -21,7 +21,6 @@ their arguments without loading TensorFlow.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Literal, NamedTuple
@@ -30,11 +29,12 @@ import numpy as np
 
 from common.errors import InputError, warn
 from workdir import records
+from workdir.datasets import model_dataset_config
+from workdir.saved_model import saved_model_metadata, saved_model_version
 
 WEIGHTS_NAME = "model.weights.h5"
 FINAL_DIR = "final"
 WEIGHT_SUBDIRS = (records.BEST_DIR, FINAL_DIR)  # in order of preference
-METADATA_PATH = os.path.join("assets.extra", "plc_metadata.json")  # written by evaluation.export
 
 ModelKind = Literal["weights", "checkpoint", "saved_model"]
 
@@ -92,25 +92,6 @@ class ModelSource(NamedTuple):
     workdir: Path | None
 
 
-def latest_version(export_dir: str | os.PathLike) -> Path | None:
-    """The highest numeric version folder of ``export_dir`` holding a ``saved_model.pb`` (None if none)."""
-    export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        return None
-    versions = sorted((int(p.name), p) for p in export_dir.iterdir()
-                      if p.is_dir() and re.fullmatch(r"\d+", p.name) and (p / "saved_model.pb").is_file())
-    return versions[-1][1] if versions else None
-
-
-def _saved_model_version(path: Path) -> Path | None:
-    return path if (path / "saved_model.pb").is_file() else latest_version(path)
-
-
-def is_saved_model(path: str | os.PathLike) -> bool:
-    """True for a SavedModel version folder or a base folder with numeric SavedModel versions."""
-    return _saved_model_version(Path(path)) is not None
-
-
 def _checkpoint_prefix(path: Path) -> Path | None:
     """The newest checkpoint of a folder with a ``checkpoint`` index file, or None."""
     import tensorflow as tf
@@ -152,7 +133,7 @@ def model_source(path: str | os.PathLike) -> ModelSource:
         raise InputError(f"{p}: no such file or directory")
     workdir = records.find_workdir(p)
     if p.is_dir():
-        version = _saved_model_version(p)
+        version = saved_model_version(p)
         if version is not None:
             return ModelSource("saved_model", version, workdir)
         if (p / "checkpoint").is_file():
@@ -174,24 +155,6 @@ def model_source(path: str | os.PathLike) -> ModelSource:
         raise InputError(f"{p}: expected a .weights.h5 file, a stage workdir, a training checkpoint "
                          f"or a SavedModel")
     return ModelSource("weights", p, workdir)
-
-
-def saved_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """``assets.extra/plc_metadata.json`` of a SavedModel (version or base folder); {} if absent.
-
-    Raises:
-        InputError: ``path`` is not a SavedModel, or the metadata file is invalid.
-    """
-    version = _saved_model_version(Path(path))
-    if version is None:
-        raise InputError(f"{path}: not a SavedModel (no saved_model.pb)")
-    meta_path = version / METADATA_PATH
-    if not meta_path.is_file():
-        return {}
-    meta = records.read_json(meta_path)
-    if not isinstance(meta, dict):
-        raise InputError(f"{meta_path}: expected a JSON object")
-    return meta
 
 
 # --------------------------------------------------------------------------------- loading
@@ -270,8 +233,6 @@ def _build(source: ModelSource, num_classes: int | None, dataset: str | None,
     if num_classes is None and source.workdir is not None:
         num_classes = records.num_classes_of(source.workdir, dataset)
     elif num_classes is None and dataset is not None:
-        from workdir.datasets import model_dataset_config
-
         num_classes = int(model_dataset_config(dataset, source.path, data_dir).num_classes)
     if num_classes is None:
         raise InputError(f"{source.path}: number of classes unknown (no config.json with num_classes "

@@ -48,8 +48,6 @@ def check_data_dir(data_dir: str, dataset: str, cfg: Any) -> None:
 
     (``custom``: ``configs.get_config`` has already read the config from this directory.)
     """
-    if not data_dir:
-        raise InputError("--data_dir is required (a directory written by python -m data.preprocess)")
     meta = store.read_dataset_json(data_dir)
     if meta.get("dataset") not in (None, dataset):
         raise InputError(f"--data_dir={data_dir}: preprocessed for dataset {meta.get('dataset')!r}, "

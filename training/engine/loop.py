@@ -61,9 +61,9 @@ class LoopConfig:
 
     workdir: str
     end_step: int
-    val_every: int = 50
-    ckpt_every: int = 100
-    log_every: int = 10
+    val_every: int
+    ckpt_every: int
+    log_every: int
     max_nonfinite: int = 20
     image_every_val: int = 4
     min_improvement: float = 1e-7

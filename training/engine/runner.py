@@ -93,11 +93,6 @@ class Task:
         """Flag checks (one-line ``InputError``s) before anything is created."""
 
     @classmethod
-    def shape_keys_for(cls, conf: StageConfig) -> tuple[str, ...]:
-        """Config keys whose change makes the workdir's checkpoints unusable."""
-        return cls.shape_keys
-
-    @classmethod
     def split_key(cls, conf: StageConfig) -> tuple[str, str]:
         """``(no_of_tr_imgs, comb_tr_imgs)`` of the volumes the stage reads."""
         return (conf.no_of_tr_imgs, conf.comb_tr_imgs)
@@ -188,7 +183,7 @@ def _run_stage(task_cls: type[Task], conf: StageConfig) -> dict[str, Any]:
         loop_lib.log(f"[{conf.stage}] warning: --precision mixed_float16 on a CPU: TensorFlow's float16 "
                      "convolution gradients have no fast CPU kernels (measured 100x+ slower than float32); "
                      "use fp32 or mixed_bfloat16 on CPUs")
-    env = prepare(conf, task_cls.shape_keys_for(conf), task_cls.split_key(conf), task_cls.config_extra(conf))
+    env = prepare(conf, task_cls.shape_keys, task_cls.split_key(conf), task_cls.config_extra(conf))
     task = task_cls(conf, env)
     strategy = env.strategy
     with strategy.scope():

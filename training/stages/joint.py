@@ -6,7 +6,7 @@ contrastive training, pseudo-labels re-estimated between rounds.
   freshly initialized, fresh Adam. ``--plc_warm_start`` (variant ``plc_plus``) continues the baseline
   instead: the UNet (head and BN moving statistics included) and the Adam moments and step count of its
   variables, all from one checkpoint, the baseline's ``W/best_state`` (the state of its ``W/best`` model;
-  :func:`warm_start_checkpoint`, :func:`carry_adam_state`), so round 0 starts from the baseline's
+  :func:`warm_start_checkpoint`, :func:`training.engine.checkpoint.carry_adam_state`), so round 0 starts from the baseline's
   predictions at the baseline's update scale.
 * Each iteration: one 40-image forward (``training.engine.steps.joint_compute``) on a unit from
   ``data.joint_sampler``; skipped units count as iterations.
@@ -45,6 +45,7 @@ from models.transfer import transfer_weights
 from models.unet import build_unet
 from training.config import SelfTrainConfig
 from training.engine import loop as loop_lib
+from training.engine.checkpoint import carry_adam_state
 from training.engine import steps
 from training.engine import strategy as strat
 from training.engine.env import data_seed, load_labeled
@@ -74,10 +75,6 @@ def _plc_per_unit(conf: SelfTrainConfig):
             return tf.reshape(base(emb, y, yx, valid, reduction="mean"), [1])  # (1,)
         return fn
     return base
-
-
-ADAM_KEY = "optimizer/_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
-ITERATIONS_KEY = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def warm_start_checkpoint(init_from: str) -> str | None:
@@ -116,45 +113,6 @@ def warm_start_checkpoint(init_from: str) -> str | None:
     warn(f"[joint] --plc_warm_start: {init_from} has no {BEST_STATE_DIR}/ or ckpt/ checkpoint: weights "
          f"from {wdir.model_source(init_from).path}, Adam state fresh")
     return None
-
-
-def carry_adam_state(ckpt: str, adam: Any, count: int) -> int:
-    """Copy the Adam moments of the first ``count`` variables (and the iteration counter) from the
-    checkpoint ``ckpt`` (:func:`warm_start_checkpoint`) into ``adam``; returns how many were copied.
-
-    Why (``--plc_warm_start``): a fresh Adam's first updates are sign steps of the full learning
-    rate on every weight (bias-corrected ``m / sqrt(v)`` = +-1), which throws a trained network far off
-    (measured: validation Dice 0.54 -> 0.26 after one step). With the baseline's moments the joint
-    stage continues at the baseline's own update scale. The baseline's optimizer was built on its
-    UNet's trainable variables, in the order the joint stage lists them first (checked by shape); the
-    ``h`` head keeps fresh moments. When the checkpoint's optimizer does not fit, nothing is copied
-    (0) and one line says that Adam starts fresh.
-    """
-    reader = tf.train.load_checkpoint(ckpt)
-    pairs = list(zip(adam._momentums, adam._velocities))[:count]  # Keras 3 Adam slots, in variable order
-    if reader.has_tensor(ADAM_KEY.format(2 + 2 * count)):  # an optimizer over other variables too
-        warn(f"[joint] {ckpt}: its optimizer holds more than the UNet's variables; Adam starts fresh")
-        return 0
-    values = []
-    for j, (m, v) in enumerate(pairs):
-        km, kv = ADAM_KEY.format(2 + 2 * j), ADAM_KEY.format(3 + 2 * j)  # 0: iteration, 1: learning rate
-        if not (reader.has_tensor(km) and reader.has_tensor(kv)):
-            warn(f"[joint] {ckpt}: no Adam moments for UNet variable {j} of {count}; Adam starts fresh")
-            return 0
-        a, b = reader.get_tensor(km), reader.get_tensor(kv)
-        if tuple(a.shape) != tuple(m.shape) or tuple(b.shape) != tuple(v.shape):
-            warn(f"[joint] {ckpt}: optimizer slot {j} has shape {a.shape}, not {tuple(m.shape)}; "
-                 "Adam starts fresh")
-            return 0
-        values.append((a, b))
-    for (m, v), (a, b) in zip(pairs, values):
-        m.assign(a)
-        v.assign(b)
-    if reader.has_tensor(ITERATIONS_KEY):
-        adam.iterations.assign(reader.get_tensor(ITERATIONS_KEY))
-    else:
-        warn(f"[joint] {ckpt}: no Adam iteration count; its bias correction starts at step 0")
-    return len(values)
 
 
 class JointTask(Task):

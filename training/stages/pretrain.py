@@ -19,7 +19,7 @@ from typing import Any
 import tensorflow as tf
 
 import configs
-from common.errors import InputError
+from common.errors import InputError, check_choice
 from data import augment as A
 from data import pipeline, store
 from losses.global_contrastive import global_contrastive_loss
@@ -51,20 +51,11 @@ def crop_settings(image_size: tuple[int, int], bbox_dim: int) -> dict[str, Any]:
             "crop_offset_range": tuple(p["offset_range"])}
 
 
-class PretrainTask(Task):
-    """Global (encoder + g1) or local (decoder blocks + g2, frozen encoder) contrastive pre-training."""
+class _PretrainTask(Task):
+    """What global and local contrastive pre-training share: the unlabeled volumes, no validation,
+    the ``lr_reg`` Adam, the pool recorded in ``config.json``."""
 
     validates = False
-
-    @classmethod
-    def check(cls, conf: PretrainConfig) -> None:
-        if conf.stage == "global" and conf.global_loss_exp_no not in (0, 1, 2):
-            raise InputError(f"--global_loss_exp_no must be 0 (G^R), 1 (G^D-) or 2 (G^D), got {conf.global_loss_exp_no}")
-        if conf.stage == "local":
-            if not 1 <= conf.no_of_decoder_blocks <= 5:
-                raise InputError(f"--no_of_decoder_blocks must be in 1..5, got {conf.no_of_decoder_blocks}")
-            if conf.no_of_local_regions not in (9, 13):
-                raise InputError(f"--no_of_local_regions must be 9 or 13, got {conf.no_of_local_regions}")
 
     @classmethod
     def split_key(cls, conf: PretrainConfig) -> tuple[str, str]:
@@ -77,19 +68,82 @@ class PretrainTask(Task):
     def config_extra(cls, conf: PretrainConfig) -> dict[str, Any]:
         return {"pool": list(cls.split_key(conf))}
 
+    def _load_images(self) -> None:
+        self.images = [v.image for v in store.load_volumes(self.conf.data_dir, self.env.split.labeled)]
+
+    def state_variables(self) -> list:
+        return self.unet.non_trainable_variables + self.models["head"].non_trainable_variables
+
+    @property
+    def learning_rate(self) -> float:
+        return self.conf.lr_reg
+
+    def _compute(self, loss: Any, jit_loss: bool) -> steps.ComputeFn:
+        return steps.contrastive_compute(self.backbone, self.models["head"], loss, f"{self.conf.stage}_loss",
+                                         jit_loss=jit_loss)
+
+    def summary(self, run: StageRun) -> dict[str, Any]:
+        last = run.metrics.data["train"][-1] if run.metrics.data["train"] else {}
+        loop_lib.log(f"[{self.conf.stage}] step {run.result['step']} loss {last.get('loss')}")
+        return {**run.result, "final_loss": last.get("loss")}
+
+
+class GlobalPretrainTask(_PretrainTask):
+    """Global contrastive pre-training of the encoder + g1 (G^R / G^D- / G^D)."""
+
+    shape_keys = GLOBAL_SHAPE_KEYS
+
     @classmethod
-    def shape_keys_for(cls, conf: PretrainConfig) -> tuple[str, ...]:
-        return GLOBAL_SHAPE_KEYS if conf.stage == "global" else LOCAL_SHAPE_KEYS
+    def check(cls, conf: PretrainConfig) -> None:
+        check_choice("global_loss_exp_no", conf.global_loss_exp_no, pipeline.GLOBAL_LOSS_EXPS)
 
     def build(self) -> dict[str, Any]:
-        conf, cfg = self.conf, self.cfg
-        self.images = [v.image for v in store.load_volumes(conf.data_dir, self.env.split.labeled)]
-        unet = build_unet(cfg.num_classes, tuple(cfg.image_size))
-        if conf.stage == "global":
-            self.backbone = endpoints_model(unet, ENCODER_OUTPUT)
-            head = build_g1(tuple(self.backbone.output.shape[1:]))
-            self.projection = None
-            return {"model": unet, "head": head}
+        self._load_images()
+        unet = build_unet(self.cfg.num_classes, tuple(self.cfg.image_size))
+        self.backbone = endpoints_model(unet, ENCODER_OUTPUT)
+        head = build_g1(tuple(self.backbone.output.shape[1:]))
+        self.projection = None
+        return {"model": unet, "head": head}
+
+    def trainable_variables(self) -> list:
+        return steps.variables_of([self.backbone, self.models["head"]])
+
+    def compute_fn(self) -> steps.ComputeFn:
+        conf = self.conf
+        loss = functools.partial(global_contrastive_loss, exp_no=conf.global_loss_exp_no,
+                                 bt_size=conf.bt_size, n_parts=conf.n_parts, temperature=conf.temp_fac)
+        return self._compute(loss, jit_loss=True)
+
+    def dataset_fn(self, start_step: int):
+        conf, images = self.conf, self.images
+        base_seed = data_seed(conf.seed, start_step)
+        crop = crop_settings(tuple(self.cfg.image_size), conf.bbox_dim)
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            return pipeline.global_loss_batches(
+                images, conf.global_loss_exp_no, bt_size=conf.bt_size, n_parts=conf.n_parts,
+                seed=pipeline.replica_seed(base_seed, ctx.input_pipeline_id),
+                replicate_gd_zero_block=conf.replicate_gd_zero_block, **crop)
+        return dataset_fn
+
+
+class LocalPretrainTask(_PretrainTask):
+    """Local contrastive pre-training of l decoder blocks + g2 (L^R / L^D) on a frozen encoder."""
+
+    shape_keys = LOCAL_SHAPE_KEYS
+
+    @classmethod
+    def check(cls, conf: PretrainConfig) -> None:
+        check_choice("local_loss_exp_no", conf.local_loss_exp_no, pipeline.LOCAL_LOSS_EXPS)
+        if not 1 <= conf.no_of_decoder_blocks <= 5:
+            raise InputError(f"--no_of_decoder_blocks must be in 1..5, got {conf.no_of_decoder_blocks}")
+        if conf.no_of_local_regions not in (9, 13):
+            raise InputError(f"--no_of_local_regions must be 9 or 13, got {conf.no_of_local_regions}")
+
+    def build(self) -> dict[str, Any]:
+        conf = self.conf
+        self._load_images()
+        unet = build_unet(self.cfg.num_classes, tuple(self.cfg.image_size))
         block = conf.no_of_decoder_blocks
         self.backbone = endpoints_model(unet, DECODER_BLOCK_OUTPUTS[block - 1])
         head, self.projection = build_g2(DECODER_BLOCK_CHANNELS[block - 1], conf.wgt_en, conf.local_reg_size)
@@ -98,24 +152,12 @@ class PretrainTask(Task):
             models["projection"] = self.projection
         return models
 
-    def state_variables(self) -> list:
-        return self.unet.non_trainable_variables + self.models["head"].non_trainable_variables
-
     def trainable_variables(self) -> list:
-        head = self.models["head"]
-        if self.conf.stage == "global":
-            return steps.variables_of([self.backbone, head])
         # Encoder excluded from the update; its BN layers still run in training mode.
         return steps.variables_of([self.backbone], exclude_prefixes=("enc_",)) + steps.variables_of(
-            [head, self.projection])
-
-    @property
-    def learning_rate(self) -> float:
-        return self.conf.lr_reg
+            [self.models["head"], self.projection])
 
     def initialize(self) -> None:
-        if self.conf.stage != "local":
-            return
         if self.conf.init_from:
             src = wdir.load_unet(self.conf.init_from, num_classes=self.cfg.num_classes)
             copied = transfer_weights(src, self.unet, ("enc_",))
@@ -125,45 +167,27 @@ class PretrainTask(Task):
 
     def compute_fn(self) -> steps.ComputeFn:
         conf = self.conf
-        if conf.stage == "global":
-            loss = functools.partial(global_contrastive_loss, exp_no=conf.global_loss_exp_no,
-                                     bt_size=conf.bt_size, n_parts=conf.n_parts, temperature=conf.temp_fac)
-            jit_loss = True
-        else:
-            exp_no = conf.local_loss_exp_no
-            loss = functools.partial(
-                local_contrastive_loss, exp_no=exp_no, num_regions=conf.no_of_local_regions,
-                region_size=conf.local_reg_size,
-                num_negatives=conf.no_of_neg_local_regions if exp_no == 0 else None,
-                temperature=conf.temp_fac, projection=self.projection)
-            jit_loss = self.projection is None or self.env.xla.losses_with_variables
-        return steps.contrastive_compute(self.backbone, self.models["head"], loss, f"{conf.stage}_loss",
-                                         jit_loss=jit_loss)
+        exp_no = conf.local_loss_exp_no
+        loss = functools.partial(
+            local_contrastive_loss, exp_no=exp_no, num_regions=conf.no_of_local_regions,
+            region_size=conf.local_reg_size,
+            num_negatives=conf.no_of_neg_local_regions if exp_no == 0 else None,
+            temperature=conf.temp_fac, projection=self.projection)
+        return self._compute(loss, jit_loss=self.projection is None or self.env.xla.losses_with_variables)
 
     def dataset_fn(self, start_step: int):
         conf, images = self.conf, self.images
         base_seed = data_seed(conf.seed, start_step)
-        if conf.stage == "global":
-            crop = crop_settings(tuple(self.cfg.image_size), conf.bbox_dim)
-
-            def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-                return pipeline.global_loss_batches(
-                    images, conf.global_loss_exp_no, bt_size=conf.bt_size, n_parts=conf.n_parts,
-                    seed=pipeline.replica_seed(base_seed, ctx.input_pipeline_id),
-                    replicate_gd_zero_block=conf.replicate_gd_zero_block, **crop)
-            return dataset_fn
 
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             return pipeline.local_loss_batches(images, conf.local_loss_exp_no, bt_size=LR_PAIRS,
                                                seed=pipeline.replica_seed(base_seed, ctx.input_pipeline_id))
         return dataset_fn
 
-    def summary(self, run: StageRun) -> dict[str, Any]:
-        last = run.metrics.data["train"][-1] if run.metrics.data["train"] else {}
-        loop_lib.log(f"[{self.conf.stage}] step {run.result['step']} loss {last.get('loss')}")
-        return {**run.result, "final_loss": last.get("loss")}
+
+TASKS: dict[str, type[_PretrainTask]] = {"global": GlobalPretrainTask, "local": LocalPretrainTask}
 
 
 def run_pretrain(conf: PretrainConfig) -> dict[str, Any]:
     """Run (or resume) ``--stage global`` or ``--stage local``; returns the summary."""
-    return run_stage(PretrainTask, conf)
+    return run_stage(TASKS[conf.stage], conf)
