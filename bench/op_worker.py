@@ -7,7 +7,8 @@ Protocol, one JSON object per line. The worker writes ``{"hello": {...}}`` first
 request on its standard input:
 
 * ``{"key": k, "spec": {...}, "reps": n}`` -> ``{"key": k, "times": [n seconds]}``: the op ``spec``
-  describes is built on first use (and run twice untimed), then run ``n`` times;
+  describes is built on first use (and run once untimed: tracing, compilation, oneDNN
+  primitive creation), then run ``n`` times;
 * ``{"clear": true}`` -> ``{"cleared": n}``: the built ops are dropped (their tensors may be large;
   the parent clears after each group of ops);
 * ``{"key": k, "spec": {...}, "probe": true}`` -> ``{"key": k, "verbose": [lines]}``: the op is run
@@ -105,7 +106,7 @@ def serve(build: Callable[[dict[str, Any]], Callable[[], Any]], hello: dict[str,
                     fn()
                     reply({"key": key, "verbose": captured_fd1(fn), "info": info})
                     continue
-                fn(), fn()
+                fn()
                 ops[key] = fn
             fn = ops[key]
             if req.get("probe"):

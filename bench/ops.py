@@ -11,7 +11,8 @@ hits both alike:
   ``aten.convolution_backward`` on NCHW);
 * ``bn_fwd_bwd`` (our :class:`models.batchnorm.BatchNorm`, the fused kernel) and
   ``bn_keras_fwd_bwd`` (``keras.layers.BatchNormalization``) against the peer's ``F.batch_norm``;
-  ``relu_fwd_bwd`` and ``bias_add_fwd_bwd`` (element-wise, forward + backward);
+  ``relu_fwd_bwd`` and ``bias_add_fwd_bwd`` (element-wise, forward + backward); these act on the
+  conv's output (``c_out`` channels);
 * ``block_fwd`` (also ``block_fwd_xla``, ``block_fwd_keras_bn``) and ``block_fwd_bwd`` (also
   ``block_fwd_bwd_keras_bn``): the project's conv block (``models.unet.conv_block``) against the
   peer's ``cbr``;
@@ -21,11 +22,12 @@ hits both alike:
 Ours runs in three worker processes, because oneDNN's switch is read when TensorFlow is imported:
 ``ours_onednn`` (``TF_ENABLE_ONEDNN_OPTS=1``, TensorFlow's default thread pools: every op above),
 ``ours_eigen`` (``TF_ENABLE_ONEDNN_OPTS=0``) and ``ours_onednn_threads`` (oneDNN, explicit pools:
-intra-op = the usable CPUs, inter-op = 1); the last two time the convolutions, BN, element-wise
-ops, ``block_fwd_bwd`` and the baseline step. The peer runs in ``bench.peer_ops`` with the peer's
-Python. Every worker reports its thread settings. With ``probe`` (default on) one more pass with
-``ONEDNN_VERBOSE=1`` records which oneDNN kernels and memory formats ours and the peer run for each
-op at the first batch (``"kernels"``; with the reorders and their milliseconds).
+intra-op = the usable CPUs, inter-op = 1); the last two time the NHWC convolutions, BN, element-wise
+ops and ``block_fwd_bwd``, the threads worker also the baseline step. The peer runs in
+``bench.peer_ops`` with the peer's Python. Every worker reports its thread settings. With ``probe``
+(default on) one more pass with ``ONEDNN_VERBOSE=1`` records which oneDNN kernels and memory formats
+ours and the peer run for each op at the first batch (``"kernels"``; with the reorders and their
+milliseconds).
 
 The JSON: ``"seconds"`` (median per op group and member, ``worker:op``), ``"seconds_min"``,
 ``"ours_vs_peer"`` (peer seconds / our seconds: > 1 means we are faster, as ``bench.training``'s
@@ -34,7 +36,14 @@ ratios), ``"totals"`` / ``"ours_vs_peer_totals"`` (summed over the shapes per op
 (:func:`bench.cpu_info.cpu_info`, with the machine kind). Absolute times on a shared machine are
 noisy; the ratios, timed interleaved, are the numbers to compare.
 
-Usage: ``python -m bench.ops [--quick] [--peer_python PATH] [--rounds N] [--reps N] [--no_probe]``,
+Each op is built and run once untimed, then timed in ``rounds`` interleaved rounds of ``reps``
+calls (steps: ``step_rounds`` rounds of one call); ``"load_average"`` gives the machine's 1-minute
+load at the start of each group. The peer's OpenMP threads suffer more than TensorFlow's thread
+pool when another process holds a core (its fixed cost per op grows to milliseconds), so on a
+loaded machine the ratios flatter ours.
+
+Usage: ``python -m bench.ops [--quick] [--peer_python PATH] [--rounds N] [--reps N] [--step_rounds N]
+[--no_probe] [--no_steps] [--variants ours_onednn,...]``,
 or ``python -m bench.training --sections ops --peer_python PATH``. ``--quick``: tiny shapes and
 steps (seconds; the test suite runs it).
 """
@@ -57,7 +66,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHAPES: dict[str, tuple[int, int, int, int]] = {
     "enc_c1_a": (192, 1, 16, 3), "enc_c1_b": (192, 16, 16, 3), "enc_c3_b": (48, 64, 64, 3),
     "enc_c6_b": (6, 128, 128, 3)}
-QUICK_SHAPES: dict[str, tuple[int, int, int, int]] = {"enc_c1_b": (16, 4, 4, 3), "enc_c6_b": (4, 8, 8, 3)}
+QUICK_SHAPES: dict[str, tuple[int, int, int, int]] = {"enc_c1_b": (16, 4, 4, 3)}
 BATCHES = (20, 40)
 QUICK_BATCHES = (2,)
 STEP_SIZE, QUICK_STEP_SIZE = 192, 32
@@ -79,18 +88,20 @@ OPS_BASIC: dict[str, tuple[str, ...]] = {
     "bias_add_fwd_bwd": ("bias_add_fwd_bwd",), "block_fwd_bwd": ("block_fwd_bwd",)}
 # our step ops per peer batch: 20 -> baseline step, 40 -> joint step
 STEPS_FULL = {20: ("step_baseline", "step_baseline_keras_bn"), 40: ("step_joint", "step_joint_keras_bn")}
-STEPS_BASIC = {20: ("step_baseline",)}
+STEPS_THREADS = {20: ("step_baseline",)}  # the explicit-threads worker; oneDNN off is left out of the steps
 QUICK_STEPS_FULL = {2: ("step_baseline",)}
-QUICK_STEPS_BASIC = {2: ("step_baseline",)}
+QUICK_STEPS_THREADS: dict[int, tuple[str, ...]] = {}
+ELEMENTWISE = ("bn_fwd_bwd", "relu_fwd_bwd", "bias_add_fwd_bwd")  # act on (batch, size, size, cout) only
 PROBE_OPS = ("conv_fwd", "conv_bwd_input", "conv_bwd_filter", "bn_fwd_bwd", "relu_fwd_bwd", "block_fwd_bwd")
 
 
 def ours_workers(cpus: int) -> dict[str, dict[str, Any]]:
     """Our worker variants: environment, thread pools (``None``: TensorFlow's defaults) and what they time."""
     return {
-        "ours_onednn": {"env": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "threads": None, "full": True},
-        "ours_eigen": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "threads": None, "full": False},
-        "ours_onednn_threads": {"env": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "threads": (cpus, 1), "full": False},
+        "ours_onednn": {"env": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "threads": None, "full": True, "steps": True},
+        "ours_eigen": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "threads": None, "full": False, "steps": False},
+        "ours_onednn_threads": {"env": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "threads": (cpus, 1), "full": False,
+                                "steps": True},
     }
 
 
@@ -138,17 +149,17 @@ def _tf_op(spec: dict[str, Any]) -> Callable[[], Any]:
                 from bench.op_worker import Unsupported
                 raise Unsupported(f"NCHW on this CPU build: {e.message.splitlines()[0][:200]}") from None
         return fn
-    x = rand(b, s, s, cin)  # (B, H, W, C_in)
     if base in ("bn_fwd_bwd", "bn_keras_fwd_bwd", "relu_fwd_bwd", "bias_add_fwd_bwd"):
-        dx = rand(b, s, s, cin)
+        x, dx = rand(b, s, s, cout), rand(b, s, s, cout)  # the conv's output, where BN, ReLU and bias act
         layer = BatchNorm(momentum=0.99, epsilon=1e-3, fused=base == "bn_fwd_bwd")
         layer.build(x.shape)
-        bias = tf.Variable(tf.zeros(cin))
+        bias = tf.Variable(tf.zeros(cout))
         fwd, variables = {"bn_fwd_bwd": (lambda: layer(x, training=True), layer.trainable_variables),
                           "bn_keras_fwd_bwd": (lambda: layer(x, training=True), layer.trainable_variables),
                           "relu_fwd_bwd": (lambda: tf.nn.relu(x), []),
                           "bias_add_fwd_bwd": (lambda: x + tf.reshape(bias, (1, 1, 1, -1)), [bias])}[base]
         return pulled(tf.function(lambda: _tf_grads(fwd, x, variables, dx)))
+    x = rand(b, s, s, cin)  # (B, H, W, C_in)
     if base.startswith("block_"):
         import keras
 
@@ -266,46 +277,62 @@ class Worker:
 
 
 def plan(shapes: Mapping[str, tuple[int, int, int, int]], batches: Sequence[int],
-         steps_full: Mapping[int, Sequence[str]], steps_basic: Mapping[int, Sequence[str]], step_size: int,
+         steps_full: Mapping[int, Sequence[str]], steps_threads: Mapping[int, Sequence[str]], step_size: int,
          workers: Mapping[str, Mapping[str, Any]], peer: bool) -> list[dict[str, Any]]:
-    """The op groups to time: ``[{"key", "spec", "members": [(worker, op)]}]``, the peer last in each."""
+    """The op groups to time: ``[{"key", "spec", "members": [(worker, op)]}]``, the peer last in each.
+
+    The :data:`ELEMENTWISE` ops of a shape whose ``(size, cout)`` an earlier shape had are left out
+    (the same tensor). Step groups: ``steps_full`` for full workers, ``steps_threads`` for the others
+    that time steps.
+    """
     groups = []
     for batch in batches:
+        seen: set[tuple[int, int]] = set()
         for shape, (size, cin, cout, k) in shapes.items():
             spec = {"batch": batch, "size": size, "cin": cin, "cout": cout, "kernel": k}
             for peer_op in OPS_FULL:
+                if peer_op in ELEMENTWISE and (size, cout) in seen:
+                    continue
                 members = [(w, op) for w, cfg in workers.items()
                            for op in (OPS_FULL if cfg["full"] else OPS_BASIC).get(peer_op, ())]
                 groups.append({"key": f"{peer_op}/{shape}/b{batch}", "spec": spec,
                                "members": members + ([("peer", peer_op)] if peer else [])})
+            seen.add((size, cout))
     for batch, ops in steps_full.items():
-        members = [(w, op) for w, cfg in workers.items()
-                   for op in (ops if cfg["full"] else steps_basic.get(batch, ()))]
+        members = [(w, op) for w, cfg in workers.items() if cfg["steps"]
+                   for op in (ops if cfg["full"] else steps_threads.get(batch, ()))]
         groups.append({"key": f"step/b{batch}x{step_size}", "spec": {"batch": batch, "size": step_size},
                        "members": members + ([("peer", "step")] if peer else [])})
     return groups
 
 
 def time_groups(groups: Sequence[Mapping[str, Any]], workers: Mapping[str, Worker], rounds: int, reps: int,
-                step_reps: int = 1, log: Callable[[str], None] | None = None) -> tuple[dict, dict, dict]:
-    """Time every member of every group: ``rounds`` rounds, each member ``reps`` calls per round.
+                step_rounds: int | None = None, log: Callable[[str], None] | None = None
+                ) -> tuple[dict, dict, dict, dict]:
+    """Time every member of every group: ``rounds`` rounds, each member ``reps`` calls per round
+    (step groups: ``step_rounds`` rounds of one call).
 
     The members of a group run one after another in each round, starting from a member that
     rotates from round to round; a group's ops are dropped by the workers before the next group.
 
     Returns:
-        ``(median seconds, fastest seconds, problems)``, each ``{group key: {"worker:op": value}}``
-        (``problems``: the ``unsupported`` / ``error`` message of members that did not run).
+        ``(median seconds, fastest seconds, problems, load)``: the first three
+        ``{group key: {"worker:op": value}}`` (``problems``: the ``unsupported`` / ``error`` message
+        of members that did not run), ``load``: ``{group key: 1-minute load average at its start}``.
     """
     med: dict[str, dict[str, float]] = {}
     fastest: dict[str, dict[str, float]] = {}
     problems: dict[str, dict[str, str]] = {}
+    load: dict[str, float] = {}
     for g in groups:
         members = list(g["members"])
-        n = step_reps if g["key"].startswith("step/") else reps
+        is_step = g["key"].startswith("step/")
+        n = 1 if is_step else reps
         times: dict[str, list[float]] = {f"{w}:{op}": [] for w, op in members}
         bad: dict[str, str] = {}
-        for r in range(rounds):
+        if hasattr(os, "getloadavg"):
+            load[g["key"]] = round(os.getloadavg()[0], 2)
+        for r in range((step_rounds or rounds) if is_step else rounds):
             for w, op in members[r % len(members):] + members[:r % len(members)]:
                 label = f"{w}:{op}"
                 if label in bad:
@@ -322,8 +349,9 @@ def time_groups(groups: Sequence[Mapping[str, Any]], workers: Mapping[str, Worke
         if bad:
             problems[g["key"]] = bad
         if log:
-            log(f"{g['key']}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in med[g["key"]].items()))
-    return med, fastest, problems
+            log(f"{g['key']} (load {load.get(g['key'])}): "
+                + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in med[g["key"]].items()))
+    return med, fastest, problems, load
 
 
 def ratios(seconds: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
@@ -355,11 +383,12 @@ def totals(seconds: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, fl
 
 
 def parse_verbose(lines: Sequence[str]) -> list[dict[str, Any]]:
-    """oneDNN ``exec`` verbose lines grouped by (primitive, implementation, propagation, formats).
+    """oneDNN ``exec`` verbose lines grouped by (primitive, implementation, propagation, formats, aux).
 
     Returns:
-        ``[{"primitive", "impl", "prop", "formats", "problem", "count", "ms"}]`` in first-seen order
-        (``ms``: summed execution time that oneDNN reported).
+        ``[{"primitive", "impl", "prop", "formats", "aux", "problem", "count", "ms"}]`` in first-seen
+        order (``aux``: oneDNN's auxiliary field of the v1 format, e.g. ``flags:CHR`` for a batch norm
+        with the ReLU fused, ``alg:convolution_direct``; ``ms``: summed execution time oneDNN reported).
     """
     out: dict[tuple, dict[str, Any]] = {}
     for line in lines:
@@ -369,9 +398,10 @@ def parse_verbose(lines: Sequence[str]) -> list[dict[str, Any]]:
         i = f.index("exec")
         if len(f) < i + 6:
             continue
-        key = (f[i + 2], f[i + 3], f[i + 4], f[i + 5])
+        aux = f[i + 7] if len(f) > i + 9 else ""  # e.g. "flags:CHR" (R: ReLU fused into BN)
+        key = (f[i + 2], f[i + 3], f[i + 4], f[i + 5], aux)
         entry = out.setdefault(key, {"primitive": f[i + 2], "impl": f[i + 3], "prop": f[i + 4],
-                                     "formats": f[i + 5], "problem": f[-2], "count": 0, "ms": 0.0})
+                                     "formats": f[i + 5], "aux": aux, "problem": f[-2], "count": 0, "ms": 0.0})
         entry["count"] += 1
         try:
             entry["ms"] += float(f[-1])
@@ -415,8 +445,9 @@ def _start(name: str, cfg: Mapping[str, Any] | None, peer_python: str | None, pe
 
 
 def bench_ops(peer_python: str | None = None, peer_script: str | None = None, quick: bool = False,
-              rounds: int = 3, reps: int = 2, probe: bool = True, variants: Sequence[str] | None = None,
-              timeout_s: float = 600.0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              rounds: int = 3, reps: int = 1, step_rounds: int = 4, probe: bool = True,
+              variants: Sequence[str] | None = None, steps: bool = True, timeout_s: float = 600.0,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the ``ops`` section (see module docstring) and return its JSON object.
 
     Args:
@@ -425,8 +456,10 @@ def bench_ops(peer_python: str | None = None, peer_script: str | None = None, qu
         quick: tiny shapes, batch 2, 32x32 steps.
         rounds: interleaved rounds per op group.
         reps: calls per member and round (steps: one).
+        step_rounds: interleaved rounds of the step groups.
         probe: also record the oneDNN kernels (``ONEDNN_VERBOSE=1`` workers, first batch).
         variants: our workers to run (default: all of :func:`ours_workers`).
+        steps: also time the whole steps (the ``step`` groups).
         timeout_s: time limit of one worker's start.
         log: called with one line per finished op group (progress).
     """
@@ -436,10 +469,13 @@ def bench_ops(peer_python: str | None = None, peer_script: str | None = None, qu
     usable = cpu["usable_cpus"] or 1
     cfgs = {k: v for k, v in ours_workers(usable).items() if variants is None or k in variants}
     shapes, batches = (QUICK_SHAPES, QUICK_BATCHES) if quick else (SHAPES, BATCHES)
-    steps_full, steps_basic = (QUICK_STEPS_FULL, QUICK_STEPS_BASIC) if quick else (STEPS_FULL, STEPS_BASIC)
+    steps_full, steps_threads = (QUICK_STEPS_FULL, QUICK_STEPS_THREADS) if quick else (STEPS_FULL, STEPS_THREADS)
     step_size = QUICK_STEP_SIZE if quick else STEP_SIZE
-    groups = plan(shapes, batches, steps_full, steps_basic, step_size, cfgs, peer_python is not None)
+    if not steps:
+        steps_full = steps_threads = {}
+    groups = plan(shapes, batches, steps_full, steps_threads, step_size, cfgs, peer_python is not None)
     result: dict[str, Any] = {"cpu": cpu, "kind": cpu["kind"], "quick": quick, "rounds": rounds, "reps": reps,
+                              "step_rounds": step_rounds,
                               "shapes": {k: dict(zip(("size", "cin", "cout", "kernel"), v)) for k, v in shapes.items()},
                               "batches": list(batches), "step_size": step_size}
     names = list(cfgs) + (["peer"] if peer_python is not None else [])
@@ -448,12 +484,12 @@ def bench_ops(peer_python: str | None = None, peer_script: str | None = None, qu
         for name in names:
             workers[name] = _start(name, cfgs.get(name), peer_python, peer_script, {}, timeout_s)
         result["workers"] = {name: w.hello for name, w in workers.items()}
-        med, fastest, problems = time_groups(groups, workers, rounds, reps, log=log)
+        med, fastest, problems, load = time_groups(groups, workers, rounds, reps, step_rounds, log=log)
     finally:
         for w in workers.values():
             w.close()
-    result.update({"seconds": med, "seconds_min": fastest, "not_run": problems, "ours_vs_peer": ratios(med),
-                   "totals": totals(med)})
+    result.update({"seconds": med, "seconds_min": fastest, "not_run": problems, "load_average": load,
+                   "ours_vs_peer": ratios(med), "totals": totals(med)})
     result["ours_vs_peer_totals"] = ratios(result["totals"])
     if probe:
         result["kernels"] = {}
@@ -475,16 +511,18 @@ def main() -> None:
     parser.add_argument("--peer_python", default=None, help="Python of a venv with torch (the peer)")
     parser.add_argument("--peer_script", default=None, help="the peer script (default: shared/bench/peer_torch.py)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--step_rounds", type=int, default=4)
     parser.add_argument("--no_probe", action="store_true", help="skip the ONEDNN_VERBOSE kernel probe")
+    parser.add_argument("--no_steps", action="store_true", help="skip the whole-step groups")
     parser.add_argument("--variants", default=None, help="comma-separated subset of our workers")
     args = parser.parse_args()
     if args.worker:
         _tf_worker(args.intra, args.inter)
         return
     variants = args.variants.split(",") if args.variants else None
-    r = bench_ops(args.peer_python, args.peer_script, args.quick, args.rounds, args.reps, not args.no_probe,
-                  variants, log=lambda s: print(s, file=sys.stderr, flush=True))
+    r = bench_ops(args.peer_python, args.peer_script, args.quick, args.rounds, args.reps, args.step_rounds,
+                  not args.no_probe, variants, not args.no_steps, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(r, indent=2))
 
 

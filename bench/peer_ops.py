@@ -8,7 +8,8 @@ It answers the requests of ``bench.op_worker`` (the parent is ``bench.ops``). Op
 * ``conv_fwd``, ``conv_bwd_input``, ``conv_bwd_filter``: ``F.conv2d`` without bias (no autograd)
   and ``aten.convolution_backward`` for the input / the weight alone;
 * ``bn_fwd_bwd``: ``F.batch_norm`` in training mode (momentum 0.01, eps 1e-3), forward + backward
-  to the input, weight and bias; ``relu_fwd_bwd``; ``bias_add_fwd_bwd`` (``x + b``);
+  to the input, weight and bias; ``relu_fwd_bwd``; ``bias_add_fwd_bwd`` (``x + b``); all three on a
+  ``(batch, cout, size, size)`` tensor (the conv's output);
 * ``block_fwd``, ``block_fwd_bwd``: the peer's conv block (``cbr`` of ``peer_torch.py``: conv with
   bias, BN, ReLU) in training mode, forward / forward + backward to the input and every weight;
 * ``step``: the peer's training step (``ChaitanyaUNet``, ``dice_ce``, Adam) on ``batch`` images,
@@ -79,10 +80,10 @@ def build_op(spec: dict[str, Any], peer_script: str | os.PathLike) -> Callable[[
         return lambda: torch.ops.aten.convolution_backward(dy, x, w, None, [1, 1], [pad, pad], [1, 1], False,
                                                            [0, 0], 1, mask)
     xr = x.clone().requires_grad_()
-    if op in ("bn_fwd_bwd", "relu_fwd_bwd", "bias_add_fwd_bwd"):
-        dx = torch.randn(b, cin, s, s)
-        g, beta = torch.ones(cin, requires_grad=True), torch.zeros(cin, requires_grad=True)
-        rm, rv = torch.zeros(cin), torch.ones(cin)
+    if op in ("bn_fwd_bwd", "relu_fwd_bwd", "bias_add_fwd_bwd"):  # on the conv's output (C_out channels)
+        xr, dx = dy.clone().requires_grad_(), torch.randn(b, cout, s, s)
+        g, beta = torch.ones(cout, requires_grad=True), torch.zeros(cout, requires_grad=True)
+        rm, rv = torch.zeros(cout), torch.ones(cout)
         fwd = {"bn_fwd_bwd": lambda: F.batch_norm(xr, rm, rv, g, beta, True, 0.01, 1e-3),
                "relu_fwd_bwd": lambda: F.relu(xr),
                "bias_add_fwd_bwd": lambda: xr + beta.view(1, -1, 1, 1)}[op]

@@ -38,7 +38,7 @@ same environment) is timed too: its records under ``"peer"``, our images/s over 
 ``"ours_vs_peer"`` (:mod:`bench.peer`), a failure of it under ``"peer_error"``.
 
 Usage: ``python -m bench.training [--quick] [--steps N] [--sections steps,input,...] [--fp16_on_cpu]
-[--peer_python PATH [--peer_script PATH] [--peer_timeout_s S]] [--ops_rounds N] [--ops_reps N]
+[--peer_python PATH [--peer_script PATH] [--peer_timeout_s S]] [--ops_rounds N] [--ops_reps N] [--ops_step_rounds N]
 [--demo_overhead_s S]``;
 ``--quick`` = demo size only, few steps.
 """
@@ -229,7 +229,8 @@ def main() -> None:
                         help="the peer script (default: shared/bench/peer_torch.py beside the repository)")
     parser.add_argument("--peer_timeout_s", type=float, default=1800.0, help="time limit of the peer run")
     parser.add_argument("--ops_rounds", type=int, default=3, help="interleaved rounds per op group (ops section)")
-    parser.add_argument("--ops_reps", type=int, default=2, help="calls per op, worker and round (ops section)")
+    parser.add_argument("--ops_reps", type=int, default=1, help="calls per op, worker and round (ops section)")
+    parser.add_argument("--ops_step_rounds", type=int, default=4, help="interleaved rounds per step (ops section)")
     parser.add_argument("--demo_overhead_s", type=float, default=DEMO_OVERHEAD_S,
                         help="non-step seconds of `make demo` added to the demo projection "
                              "(default: measured on an AMD EPYC with AVX-512; see bench.demo_projection)")
@@ -285,7 +286,8 @@ def main() -> None:
         result["breakdown"] = {f"{s}x{s}": breakdown(s, k, jit_compile=jit) for s, k in sizes_n}
     if "ops" in sections:
         result["ops"] = bench_ops(args.peer_python, args.peer_script if args.peer_python else None, args.quick,
-                                  args.ops_rounds, args.ops_reps, log=lambda s: print(s, file=sys.stderr, flush=True))
+                                  args.ops_rounds, args.ops_reps, args.ops_step_rounds,
+                                  log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2))
 
 

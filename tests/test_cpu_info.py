@@ -87,8 +87,8 @@ def test_sysfs_caches_of_an_epyc_rome_fixture(tmp_path):
 
 def test_lscpu_caches_are_per_instance():
     text = ("Model name:   Intel(R) Xeon(R) Processor\nL1d cache:    96 KiB (2 instances)\n"
-            "L1i cache:    128 KiB (2 instances)\nL2 cache:     4 MiB (2 instances)\nL3 cache:     480 MiB (1 instance)\n"
-            "NUMA node(s): 1\n")
+            "L1i cache:    128 KiB (2 instances)\nL2 cache:     4 MiB (2 instances)\n"
+            "L3 cache:     480 MiB (1 instance)\nNUMA node(s): 1\n")
     assert parse_lscpu_caches(text) == {"L1d": {"bytes": 48 * 1024, "instances": 2},
                                         "L1i": {"bytes": 64 * 1024, "instances": 2},
                                         "L2": {"bytes": 2 * 1024 ** 2, "instances": 2},
