@@ -31,10 +31,11 @@ milliseconds).
 
 The JSON: ``"seconds"`` (median per op group and member, ``worker:op``), ``"seconds_min"``,
 ``"ours_vs_peer"`` (peer seconds / our seconds: > 1 means we are faster, as ``bench.training``'s
-ratios), ``"totals"`` / ``"ours_vs_peer_totals"`` (summed over the shapes per op and batch),
-``"workers"`` (versions and threads of each worker), ``"kernels"`` and ``"cpu"``
-(:func:`bench.cpu_info.cpu_info`, with the machine kind). Absolute times on a shared machine are
-noisy; the ratios, timed interleaved, are the numbers to compare.
+ratios; ``"ours_vs_peer_min"`` the same of the fastest calls, steadier on a loaded machine),
+``"totals"`` / ``"ours_vs_peer_totals"`` (summed over the shapes per op and batch), ``"workers"``
+(versions and threads of each worker), ``"kernels"`` and ``"cpu"`` (:func:`bench.cpu_info.cpu_info`,
+with the machine kind). Absolute times on a shared machine are noisy; the ratios, timed interleaved,
+are the numbers to compare.
 
 Each op is built and run once untimed, then timed in ``rounds`` interleaved rounds of ``reps``
 calls (steps: ``step_rounds`` rounds of one call); ``"load_average"`` gives the machine's 1-minute
@@ -43,7 +44,7 @@ pool when another process holds a core (its fixed cost per op grows to milliseco
 loaded machine the ratios flatter ours.
 
 Usage: ``python -m bench.ops [--quick] [--peer_python PATH] [--rounds N] [--reps N] [--step_rounds N]
-[--no_probe] [--no_steps] [--variants ours_onednn,...]``,
+[--no_probe] [--no_steps] [--variants ours_onednn,...] [--groups step/,bn_fwd_bwd/...]``,
 or ``python -m bench.training --sections ops --peer_python PATH``. ``--quick``: tiny shapes and
 steps (seconds; the test suite runs it).
 """
@@ -446,7 +447,8 @@ def _start(name: str, cfg: Mapping[str, Any] | None, peer_python: str | None, pe
 
 def bench_ops(peer_python: str | None = None, peer_script: str | None = None, quick: bool = False,
               rounds: int = 3, reps: int = 1, step_rounds: int = 4, probe: bool = True,
-              variants: Sequence[str] | None = None, steps: bool = True, timeout_s: float = 600.0,
+              variants: Sequence[str] | None = None, steps: bool = True, groups: Sequence[str] | None = None,
+              timeout_s: float = 600.0,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the ``ops`` section (see module docstring) and return its JSON object.
 
@@ -460,6 +462,7 @@ def bench_ops(peer_python: str | None = None, peer_script: str | None = None, qu
         probe: also record the oneDNN kernels (``ONEDNN_VERBOSE=1`` workers, first batch).
         variants: our workers to run (default: all of :func:`ours_workers`).
         steps: also time the whole steps (the ``step`` groups).
+        groups: only the op groups whose key starts with one of these (e.g. ``("step/", "bn_")``).
         timeout_s: time limit of one worker's start.
         log: called with one line per finished op group (progress).
     """
@@ -473,12 +476,15 @@ def bench_ops(peer_python: str | None = None, peer_script: str | None = None, qu
     step_size = QUICK_STEP_SIZE if quick else STEP_SIZE
     if not steps:
         steps_full = steps_threads = {}
-    groups = plan(shapes, batches, steps_full, steps_threads, step_size, cfgs, peer_python is not None)
+    prefixes = tuple(groups or ("",))
+    groups = [g for g in plan(shapes, batches, steps_full, steps_threads, step_size, cfgs, peer_python is not None)
+              if g["key"].startswith(prefixes)]
     result: dict[str, Any] = {"cpu": cpu, "kind": cpu["kind"], "quick": quick, "rounds": rounds, "reps": reps,
                               "step_rounds": step_rounds,
                               "shapes": {k: dict(zip(("size", "cin", "cout", "kernel"), v)) for k, v in shapes.items()},
                               "batches": list(batches), "step_size": step_size}
-    names = list(cfgs) + (["peer"] if peer_python is not None else [])
+    used = {w for g in groups for w, _ in g["members"]}
+    names = [n for n in list(cfgs) + ["peer"] if n in used]  # only the workers some group needs
     workers: dict[str, Worker] = {}
     try:
         for name in names:
@@ -489,9 +495,9 @@ def bench_ops(peer_python: str | None = None, peer_script: str | None = None, qu
         for w in workers.values():
             w.close()
     result.update({"seconds": med, "seconds_min": fastest, "not_run": problems, "load_average": load,
-                   "ours_vs_peer": ratios(med), "totals": totals(med)})
+                   "ours_vs_peer": ratios(med), "ours_vs_peer_min": ratios(fastest), "totals": totals(med)})
     result["ours_vs_peer_totals"] = ratios(result["totals"])
-    if probe:
+    if probe and any(not g["key"].startswith("step/") for g in groups):
         result["kernels"] = {}
         for name in [n for n in ("ours_onednn", "peer") if n in names]:
             w = _start(name, cfgs.get(name), peer_python, peer_script, {"ONEDNN_VERBOSE": "1"}, timeout_s)
@@ -515,6 +521,7 @@ def main() -> None:
     parser.add_argument("--step_rounds", type=int, default=4)
     parser.add_argument("--no_probe", action="store_true", help="skip the ONEDNN_VERBOSE kernel probe")
     parser.add_argument("--no_steps", action="store_true", help="skip the whole-step groups")
+    parser.add_argument("--groups", default=None, help="comma-separated key prefixes of the op groups to run")
     parser.add_argument("--variants", default=None, help="comma-separated subset of our workers")
     args = parser.parse_args()
     if args.worker:
@@ -522,7 +529,8 @@ def main() -> None:
         return
     variants = args.variants.split(",") if args.variants else None
     r = bench_ops(args.peer_python, args.peer_script, args.quick, args.rounds, args.reps, args.step_rounds,
-                  not args.no_probe, variants, not args.no_steps, log=lambda s: print(s, file=sys.stderr, flush=True))
+                  not args.no_probe, variants, not args.no_steps, args.groups.split(",") if args.groups else None,
+                  log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(r, indent=2))
 
 
