@@ -19,18 +19,27 @@ warm-up that traces the step):
   + loss, + gradients, + Adam (hand-written step), the project's full step and the full step without
   the BN-statistics guard, timed interleaved on one batch of 20 images at 192x192 and 64x64, with the
   backward / optimizer / guard + distribution / BN-guard shares of the full step and the thread
-  settings in effect.
+  settings in effect;
+* ``ops`` (only on request, ``--sections ...,ops``; a few minutes): per-op times of ours and the
+  PyTorch peer on the UNet's layer shapes at 192x192, batches 20 and 40 (convolution forward /
+  backward-input / backward-filter, BN, element-wise ops, conv blocks, whole steps), with oneDNN on
+  and off, explicit thread pools, NCHW and XLA variants, interleaved in worker processes, and the
+  oneDNN kernels each side runs (:mod:`bench.ops`; ratios need ``--peer_python``).
 
-Every run also measures the fp32 matmul peak of the default device (``"matmul"``,
-:mod:`bench.matmul`; the yardstick of the machine kind) and, when the 64x64 steps ran, projects the
-wall time of ``make demo`` (``"demo_projection"``, :mod:`bench.demo_projection`). With
-``--peer_python`` the PyTorch peer (``shared/bench/peer_torch.py``, run with that interpreter before
-the TensorFlow sections, in the same environment) is timed too: its records under ``"peer"``, our
-images/s over its images/s under ``"ours_vs_peer"`` (:mod:`bench.peer`), a failure of it under
-``"peer_error"``.
+Every JSON names the machine kind it ran on (``"machine_kind"``, one of ``bench.cpu_info.KINDS``,
+from the vendor and the ISA flags; ``"cpu"`` adds the ISA level, the cache sizes and any
+``ONEDNN_MAX_CPU_ISA`` / ``ATEN_CPU_CAPABILITY`` cap, which makes a run an emulation of a smaller
+ISA, never the other kind), and says so on standard error first. Every run also measures the fp32
+matmul peak of the default device (``"matmul"``, :mod:`bench.matmul`; the yardstick of the machine
+kind) and, when the 64x64 steps ran, projects the wall time of ``make demo`` (``"demo_projection"``,
+:mod:`bench.demo_projection`). With ``--peer_python`` and the ``steps`` section the PyTorch peer
+(``shared/bench/peer_torch.py``, run with that interpreter before the TensorFlow sections, in the
+same environment) is timed too: its records under ``"peer"``, our images/s over its images/s under
+``"ours_vs_peer"`` (:mod:`bench.peer`), a failure of it under ``"peer_error"``.
 
 Usage: ``python -m bench.training [--quick] [--steps N] [--sections steps,input,...] [--fp16_on_cpu]
-[--peer_python PATH [--peer_script PATH] [--peer_timeout_s S]] [--demo_overhead_s S]``;
+[--peer_python PATH [--peer_script PATH] [--peer_timeout_s S]] [--ops_rounds N] [--ops_reps N] [--ops_step_rounds N]
+[--demo_overhead_s S]``;
 ``--quick`` = demo size only, few steps.
 """
 from __future__ import annotations
@@ -41,6 +50,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any
@@ -53,6 +63,7 @@ from bench import precision as bench_prec
 from bench.cpu_info import cpu_info
 from bench.demo_projection import DEMO_OVERHEAD_S, project_demo_seconds
 from bench.matmul import matmul_peak_gflops
+from bench.ops import bench_ops
 from bench.step_breakdown import breakdown
 from bench.timing import median_time
 from data import pipeline
@@ -68,7 +79,8 @@ from training.engine.strategy import resolve_jit
 from training.pipeline import PRESETS
 
 C = 4
-SECTIONS = ("steps", "input", "pseudo_labels", "precision", "breakdown")
+SECTIONS = ("steps", "input", "pseudo_labels", "precision", "breakdown", "ops")
+DEFAULT_SECTIONS = ("steps", "input", "pseudo_labels", "precision", "breakdown")  # "ops" on request
 
 
 def _volumes(rng: np.random.Generator, size: int, n: int = 4, depth: int = 10):
@@ -94,35 +106,50 @@ def joint_unit(rng: np.random.Generator, size: int) -> dict[str, tf.Tensor]:
             "y_con": tf.one_hot(con, C), "anchor_yx": tf.constant(yx), "anchor_valid": tf.constant(valid)}
 
 
-def bench_steps(size: int, n: int, jit: bool) -> dict[str, Any]:
+def labeled_batch(rng: np.random.Generator, images: int, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A random labeled batch: images ``(images, size, size, 1)`` and one-hot labels ``(..., C)``."""
+    x = tf.constant(rng.random((images, size, size, 1)), tf.float32)
+    return x, tf.one_hot(rng.integers(0, C, (images, size, size)), C)
+
+
+def make_baseline_step(unet: Any, jit: bool) -> Any:
+    """The project's baseline training step (Dice loss, Adam) on ``unet``."""
     strategy = tf.distribute.get_strategy()
+    seg = functools.partial(segmentation_loss, dsc_loss=2)
+    variables = unet.trainable_variables
+    return steps.make_train_step(strategy, steps.seg_compute(unet, seg), variables,
+                                 steps.make_optimizer(1e-3, variables, strategy), jit_compile=jit,
+                                 state_variables=unet.non_trainable_variables)
+
+
+def make_joint_step(unet: Any, h: Any, jit: bool, contrastive: bool = True) -> Any:
+    """The project's PLC joint step on :func:`joint_unit` batches; ``contrastive=False``: the seg-only step
+    with the same 40-image forward (``h`` then takes no part)."""
+    strategy = tf.distribute.get_strategy()
+    seg = functools.partial(segmentation_loss, dsc_loss=2)
+    models = [unet, h] if contrastive else [unet]
+    variables = [v for m in models for v in m.trainable_variables]
+    compute = steps.joint_compute(steps.joint_model(unet), h, seg, pseudo_label_local_contrastive_loss, 0.1,
+                                  contrastive=contrastive)
+    state = [v for m in models for v in m.non_trainable_variables]
+    return steps.make_train_step(strategy, compute, variables, steps.make_optimizer(1e-3, variables, strategy),
+                                 jit_compile=jit, state_variables=state)
+
+
+def bench_steps(size: int, n: int, jit: bool) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     unet, h = build_unet(C, (size, size)), build_h()
-    two_out = steps.joint_model(unet)
-    seg = functools.partial(segmentation_loss, dsc_loss=2)
     out: dict[str, Any] = {}
 
-    variables = unet.trainable_variables
-    opt = steps.make_optimizer(1e-3, variables, strategy)
-    base = steps.make_train_step(strategy, steps.seg_compute(unet, seg), variables, opt, jit_compile=jit,
-                                 state_variables=unet.non_trainable_variables)
-    x = tf.constant(rng.random((20, size, size, 1)), tf.float32)
-    y = tf.one_hot(rng.integers(0, C, (20, size, size)), C)
+    base = make_baseline_step(unet, jit)
+    x, y = labeled_batch(rng, 20, size)
     t = median_time(lambda: float(base((x, y))[0]), n, warmup=2)
     out["baseline_step_s"] = t
     out["baseline_images_per_s"] = 20 / t
 
     unit = joint_unit(rng, size)
-    jvars = unet.trainable_variables + h.trainable_variables
-    jopt = steps.make_optimizer(1e-3, jvars, strategy)
-    state = unet.non_trainable_variables + h.non_trainable_variables
-    joint = steps.make_train_step(
-        strategy, steps.joint_compute(two_out, h, seg, pseudo_label_local_contrastive_loss, 0.1), jvars, jopt,
-        jit_compile=jit, state_variables=state)
-    seg_only = steps.make_train_step(
-        strategy, steps.joint_compute(two_out, h, seg, pseudo_label_local_contrastive_loss, 0.1, contrastive=False),
-        unet.trainable_variables, steps.make_optimizer(1e-3, unet.trainable_variables, strategy), jit_compile=jit,
-        state_variables=unet.non_trainable_variables)
+    joint = make_joint_step(unet, h, jit)
+    seg_only = make_joint_step(unet, h, jit, contrastive=False)
     # Interleave the two so that machine-load drift affects both alike.
     tj, ts = [], []
     for _ in range(2):
@@ -189,8 +216,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="demo size only, few steps (smoke test)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--jit_compile", default="auto", choices=["auto", "true", "false"])
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated parts to run, of {','.join(SECTIONS)}")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated parts to run, of {','.join(SECTIONS)} (default: all but ops)")
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help="precisions of the precision section")
     parser.add_argument("--precision_steps", type=int, default=None,
                         help="timed steps per precision (default: --steps)")
@@ -201,6 +228,9 @@ def main() -> None:
     parser.add_argument("--peer_script", default=str(bench_peer.DEFAULT_PEER_SCRIPT),
                         help="the peer script (default: shared/bench/peer_torch.py beside the repository)")
     parser.add_argument("--peer_timeout_s", type=float, default=1800.0, help="time limit of the peer run")
+    parser.add_argument("--ops_rounds", type=int, default=3, help="interleaved rounds per op group (ops section)")
+    parser.add_argument("--ops_reps", type=int, default=1, help="calls per op, worker and round (ops section)")
+    parser.add_argument("--ops_step_rounds", type=int, default=4, help="interleaved rounds per step (ops section)")
     parser.add_argument("--demo_overhead_s", type=float, default=DEMO_OVERHEAD_S,
                         help="non-step seconds of `make demo` added to the demo projection "
                              "(default: measured on an AMD EPYC with AVX-512; see bench.demo_projection)")
@@ -218,11 +248,18 @@ def main() -> None:
     sizes = [64] if args.quick else [192, 64]
     n = 2 if args.quick else args.steps
     gpus = tf.config.list_physical_devices("GPU")
+    cpu = cpu_info()
+    print(f"bench.training: running on the {cpu['kind']} kind ({cpu['model']}, ISA {cpu['isa']}, "
+          f"{cpu['usable_cpus']} usable CPUs, caches " + ", ".join(f"{k} {v['bytes'] // 1024} KiB"
+                                                                   for k, v in cpu["caches"].items())
+          + (f"; ISA capped by {cpu['isa_limits']}: an emulation, not that kind" if cpu["isa_limits"] else "")
+          + ")", file=sys.stderr, flush=True)
     result: dict[str, Any] = {
-        "device": _gpu_name(gpus[0]) if gpus else f"CPU ({os.cpu_count()} cores)", "cpu": cpu_info(),
+        "device": _gpu_name(gpus[0]) if gpus else f"CPU ({os.cpu_count()} cores)", "machine_kind": cpu["kind"],
+        "cpu": cpu,
         "platform": platform.platform(), "tensorflow": tf.__version__, "jit_compile": jit,
         "targets": {"joint_over_seg_only": "<= 1.10", "pipeline_over_consumption": ">= 3"}}
-    if args.peer_python is not None:  # first: the peer and TensorFlow never compete for the CPU
+    if args.peer_python is not None and "steps" in sections:  # first: the peer and TF never compete for the CPU
         result["peer"], error = bench_peer.run_peer(args.peer_python, args.peer_script, args.peer_timeout_s)
         if error:
             result["peer_error"] = error
@@ -236,7 +273,7 @@ def main() -> None:
         result["demo_projection"] = {
             "preset": "demo", "step_times": "64x64",
             **project_demo_seconds(result["64x64"], PRESETS["demo"], args.demo_overhead_s, joint_runs=2)}
-    if args.peer_python is not None:
+    if "peer" in result:
         result["ours_vs_peer"] = bench_peer.ours_vs_peer(result, result["peer"])
         result["ours_vs_peer_basis"] = {k: bench_peer.RATIO_BASIS[k] for k in result["ours_vs_peer"]}
     if "pseudo_labels" in sections:
@@ -247,6 +284,10 @@ def main() -> None:
     if "breakdown" in sections:
         sizes_n = [(64, max(n, 5))] if args.quick else [(192, n), (64, max(n, 5))]
         result["breakdown"] = {f"{s}x{s}": breakdown(s, k, jit_compile=jit) for s, k in sizes_n}
+    if "ops" in sections:
+        result["ops"] = bench_ops(args.peer_python, args.peer_script if args.peer_python else None, args.quick,
+                                  args.ops_rounds, args.ops_reps, args.ops_step_rounds,
+                                  log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2))
 
 

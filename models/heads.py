@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import keras
 
+from models.batchnorm import BatchNorm
 from models.precision import OUTPUT_DTYPE
 from models.unet import BN_EPSILON, BN_MOMENTUM, conv_initializer
 
@@ -51,8 +52,8 @@ def _two_conv_head(channels: int, prefix: str, in_channels: int, name: str,
     x_in = keras.Input(shape=(None, None, in_channels), name=f"{prefix}_input")  # (N, h, w, c_in)
     x = keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=conv_initializer(),
                             name=f"{prefix}_c1_a_conv")(x_in)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn,
-                                        name=f"{prefix}_c1_a_bn")(x)
+    x = BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn,
+                  name=f"{prefix}_c1_a_bn")(x)
     x = keras.layers.ReLU(name=f"{prefix}_c1_a")(x)
     y = keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=conv_initializer(),
                             dtype=OUTPUT_DTYPE, name=f"{prefix}_c1_b")(x)  # (N, h, w, channels)

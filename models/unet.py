@@ -7,7 +7,9 @@ two 3x3/16 conv blocks and a 3x3 conv to ``num_classes`` logits without bias.
 
 A conv block is Conv2D (with bias, as the original) -> BatchNormalization(momentum 0.99, eps 1e-3)
 -> ReLU, named ``<n>_conv``, ``<n>_bn`` and ``<n>``, so ``model.get_layer(n).output`` is the block
-output and every weight carries the ``enc_``/``dec_``/``seg_`` prefix used for transfer.
+output and every weight carries the ``enc_``/``dec_``/``seg_`` prefix used for transfer. The BN layers
+are :class:`models.batchnorm.BatchNorm`: Keras's BatchNormalization (same variables and results) whose
+training pass runs the fused kernel (``models.batchnorm.set_fused_bn(model, False)`` switches it off).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 
 import keras
 
+from models.batchnorm import BatchNorm
 from models.precision import OUTPUT_DTYPE
 
 ENCODER_OUTPUT = "enc_c6_b"
@@ -54,8 +57,7 @@ def conv_block(x, name: str, filters: int, kernel: int = 3, use_bias: bool = Tru
     x = keras.layers.Conv2D(
         filters, kernel, padding="same", use_bias=use_bias, kernel_initializer=conv_initializer(),
         bias_initializer="zeros", name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn,
-                                        name=f"{name}_bn")(x)
+    x = BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn, name=f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=name)(x)
     return x
