@@ -191,7 +191,7 @@ def _tf_grads(fwd: Callable[[], Any], x: Any, variables: Sequence[Any], dy: Any)
 def _tf_step(op: str, batch: int, size: int) -> Callable[[], Any]:
     import numpy as np
 
-    from bench import training as bt
+    from bench import step_fixtures as bt
     from models.batchnorm import set_fused_bn
     from models.heads import build_h
     from models.unet import build_unet

@@ -138,18 +138,6 @@ def test_quick_run_of_our_onednn_worker():
     assert set(r["totals"]) == {f"{peer_op}/b2" for peer_op in OPS_FULL}
 
 
-@pytest.mark.skipif(not os.environ.get("BENCH_PEER_PYTHON"), reason="set BENCH_PEER_PYTHON to a Python with torch")
-def test_peer_worker_answers_every_peer_op(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(bench_ops_mod.REPO)}
-    w = Worker("peer", [os.environ["BENCH_PEER_PYTHON"], "-m", "bench.peer_ops"], env, 120)
-    try:
-        groups = plan({"s": (16, 4, 4, 3)}, [2], {2: ()}, {}, 32, {}, peer=True)
-        med, _, problems, _ = time_groups(groups, {"peer": w}, rounds=1, reps=1)
-    finally:
-        w.close()
-    assert problems == {} and all(len(m) == 1 for m in med.values())
-
-
 def test_step_op_of_our_worker_runs_the_project_step():
     step = bench_ops_mod._tf_op({"op": "step_baseline", "batch": 2, "size": 32})
     assert math.isfinite(step()) and math.isfinite(step())
