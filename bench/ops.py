@@ -57,6 +57,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -230,7 +231,11 @@ def _tf_worker(intra: int | None, inter: int | None) -> None:
 
 
 class Worker:
-    """One worker process, spoken to over its standard input / output (``bench.op_worker``)."""
+    """One worker process, spoken to over its standard input / output (``bench.op_worker``).
+
+    A worker that does not answer within ``timeout_s`` (its start, or one request) is killed; the
+    request then gets an ``error`` reply and later ones too.
+    """
 
     def __init__(self, name: str, cmd: list[str], env: Mapping[str, str], timeout_s: float):
         self.name, self.timeout_s = name, timeout_s
@@ -239,17 +244,24 @@ class Worker:
                                      text=True, env=dict(env), cwd=REPO, bufsize=1)
         self.hello = self._read().get("hello")
         if self.hello is None:
-            raise RuntimeError(f"worker {name} did not start: {self.stderr_tail()}")
+            tail = self.stderr_tail()
+            self.close()
+            raise RuntimeError(f"worker {name} did not start: {tail}")
 
     def _read(self) -> dict[str, Any]:
-        for line in self.proc.stdout:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                return obj
-        return {}
+        watchdog = threading.Timer(self.timeout_s, self.proc.kill)
+        watchdog.start()
+        try:
+            for line in self.proc.stdout:
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    return obj
+            return {}
+        finally:
+            watchdog.cancel()
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request and return the reply (``{"error": ...}`` if the worker died)."""
@@ -262,6 +274,8 @@ class Worker:
         return reply or {"error": f"worker {self.name} exited: {self.stderr_tail()}"}
 
     def stderr_tail(self) -> str:
+        if self._log.closed:
+            return ""
         self._log.seek(0)
         lines = [ln.strip() for ln in self._log.read().decode(errors="replace").splitlines() if ln.strip()]
         return lines[-1][:300] if lines else ""
@@ -271,7 +285,7 @@ class Worker:
             self.proc.stdin.write(json.dumps({"exit": True}) + "\n")
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
+        except (OSError, ValueError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
         self._log.close()
@@ -463,7 +477,7 @@ def bench_ops(peer_python: str | None = None, peer_script: str | None = None, qu
         variants: our workers to run (default: all of :func:`ours_workers`).
         steps: also time the whole steps (the ``step`` groups).
         groups: only the op groups whose key starts with one of these (e.g. ``("step/", "bn_")``).
-        timeout_s: time limit of one worker's start.
+        timeout_s: time limit of a worker's start and of each of its replies.
         log: called with one line per finished op group (progress).
     """
     from bench.cpu_info import cpu_info

@@ -67,6 +67,12 @@ def test_time_groups_interleaves_and_reports_problems(fake_workers):
     assert fake_workers["fast"].ask({"clear": True}) == {"cleared": 0}  # time_groups cleared after the group
 
 
+def test_a_silent_worker_is_killed_after_its_timeout():
+    with pytest.raises(RuntimeError, match="did not start: boom"):
+        Worker("mute", [sys.executable, "-c", "import sys, time; sys.stderr.write('boom\\n'); time.sleep(30)"],
+               os.environ, timeout_s=1.0)
+
+
 def test_probe_captures_onednn_lines_of_file_descriptor_1(fake_workers):
     groups = [{"key": "conv_fwd/s/b1", "spec": {"batch": 1}, "members": [("fast", "conv_fwd"), ("slow", "conv_fwd")]},
               {"key": "step/b1x32", "spec": {"batch": 1}, "members": [("fast", "conv_fwd")]}]
