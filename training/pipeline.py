@@ -402,8 +402,9 @@ def _stage_status(stages: Sequence[Stage]) -> dict[Path, str]:
     return status
 
 
-def _eval_command(method: str, wd: Path, opts: PipelineOptions, export: str | None) -> list[str]:
-    cmd = [sys.executable, "evaluate.py", f"--workdir={wd}", "--split=test"]
+def _eval_command(method: str, wd: Path, opts: PipelineOptions, export: str | None,
+                  split: str = "test") -> list[str]:
+    cmd = [sys.executable, "evaluate.py", f"--workdir={wd}", f"--split={split}"]
     if method == export and opts.export_dir:
         cmd.append(f"--export_dir={opts.export_dir}")
     if opts.allow_missing:
@@ -475,9 +476,7 @@ def evaluate_methods(opts: PipelineOptions, workdirs: dict[str, Path], split: st
     chosen = next((m for m in EXPORT_ORDER if m in workdirs), None) if export and split == "test" else None
     results: dict[str, Any] = {}
     for method, wd in workdirs.items():
-        cmd = _eval_command(method, wd, opts, chosen)
-        if split != "test":
-            cmd[cmd.index("--split=test")] = f"--split={split}"
+        cmd = _eval_command(method, wd, opts, chosen, split)
         export_dir = opts.export_dir if method == chosen else None
         _run(cmd, f"evaluate {method} ({split})",
              _eval_in_process(wd, opts, export_dir, split) if opts.in_process else None)
