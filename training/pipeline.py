@@ -381,7 +381,7 @@ def plan_stages(opts: PipelineOptions) -> tuple[list[Stage], dict[str, Path]]:
     return list(stages.values()), {m: workdirs[m] for m in METHODS if m in workdirs}
 
 
-def _stage_status(stages: Sequence[Stage]) -> dict[Path, str]:
+def stage_status(stages: Sequence[Stage]) -> dict[Path, str]:
     """``run``, ``resume`` or ``done`` per workdir, after refusing what must not be reused.
 
     Raises:
@@ -458,7 +458,7 @@ def train_methods(opts: PipelineOptions) -> dict[str, Path]:
         raise InputError("--in_process: not with TF_CONFIG (a multi-worker strategy can be made once per "
                          "process); run the stages as subprocesses")
     stages, workdirs = plan_stages(opts)
-    status = _stage_status(stages)
+    status = stage_status(stages)
     Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
     for st in stages:
         if status[st.workdir] != "done":
@@ -495,7 +495,7 @@ def run_pipeline(opts: PipelineOptions, dry_run: bool = False) -> dict[str, Any]
     out = Path(opts.out_dir)
     if dry_run:
         stages, workdirs = plan_stages(opts)
-        print(format_plan(opts, stages, _stage_status(stages), workdirs), flush=True)
+        print(format_plan(opts, stages, stage_status(stages), workdirs), flush=True)
         return {}
     t_start = time.time()
     workdirs = train_methods(opts)

@@ -109,7 +109,7 @@ def dry_run(runs: Sequence[pipeline.PipelineOptions], step_times: dict[str, Any]
     lines, totals, counted = [], {}, set()
     for opts in runs:
         stages, workdirs = pipeline.plan_stages(opts)
-        status = pipeline._stage_status(stages)
+        status = pipeline.stage_status(stages)
         lines.append(f"## {opts.no_of_tr_imgs} {opts.comb_tr_imgs} seed {opts.seed}: {', '.join(workdirs)}")
         lines.append(pipeline.format_plan(opts, stages, status, workdirs))
         new = [s for s in stages if s.workdir not in counted]  # shared pre-training counted once
